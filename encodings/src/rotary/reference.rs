@@ -1,0 +1,106 @@
+//! The reference rotary path in plain Burn tensor ops (differentiable; used on every backend
+//! without a fused kernel, and the oracle the kernels are tested against).
+
+use burn::prelude::*;
+
+use super::{PairMap, RotaryEncoding, Side};
+
+/// Per-pair coefficients `a, b, c, d`, each `[starts, 1, seq, pairs]`, for positions
+/// `starts[j] + s`.
+fn coefficients(
+    enc: &RotaryEncoding,
+    starts: &[i64],
+    seq: usize,
+    side: Side,
+    context_len: usize,
+    device: &Device,
+) -> [Tensor<4>; 4] {
+    let spec = enc.spec();
+    let half = spec.pairs();
+    let nb = starts.len();
+    let theta = spec.theta_at(context_len);
+    let shape = [nb, 1, seq, half];
+    let n = nb * seq * half;
+    match (spec.map, enc.theta_prime_tensor(device)) {
+        (PairMap::Hyperbolic { .. }, Some(theta_prime)) => {
+            // e_± = exp(−σp·θ' ± σp·θ_i): θ' stays a tensor so its gradient flows.
+            let s = side.sign();
+            let mut sp = Vec::with_capacity(nb * seq);
+            let mut spt = Vec::with_capacity(n);
+            for &start in starts {
+                for t in 0..seq {
+                    let p = s * (start + t as i64) as f64;
+                    sp.push(p as f32);
+                    spt.extend(theta.iter().map(|th| (p * th) as f32));
+                }
+            }
+            let sp = Tensor::<4>::from_data(TensorData::new(sp, [nb, 1, seq, 1]), device);
+            let spt = Tensor::<4>::from_data(TensorData::new(spt, shape), device);
+            let damp = sp * theta_prime.reshape([1, 1, 1, 1]); // [nb, 1, seq, 1]
+            let ep = (spt.clone() - damp.clone()).exp();
+            let em = (spt.neg() - damp).exp();
+            let a = (ep.clone() + em.clone()).mul_scalar(0.5);
+            let b = (ep - em).mul_scalar(0.5);
+            [a.clone(), b.clone(), b, a]
+        }
+        _ => {
+            let mut m = [(); 4].map(|_| Vec::with_capacity(n));
+            for &start in starts {
+                for t in 0..seq {
+                    let p = (start + t as i64) as f64;
+                    for (i, &th) in theta.iter().enumerate() {
+                        let [[a, b], [c, d]] = spec.pair_map(i, th, p, side, 0.0);
+                        m[0].push(a as f32);
+                        m[1].push(b as f32);
+                        m[2].push(c as f32);
+                        m[3].push(d as f32);
+                    }
+                }
+            }
+            m.map(|v| Tensor::from_data(TensorData::new(v, shape), device))
+        }
+    }
+}
+
+/// `x: [batch, heads, seq, head_dim]` → same shape, pairs mapped, pass-through channels kept.
+pub fn apply(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    starts: &[i64],
+    side: Side,
+    context_len: usize,
+) -> Tensor<4> {
+    let spec = enc.spec();
+    let [batch, heads, seq, dim] = x.dims();
+    assert_eq!(dim, spec.head_dim, "head_dim of the input differs from the encoding's");
+    assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
+    let device = x.device();
+    let (r, half) = (spec.rotary_dim, spec.pairs());
+    let [a, b, c, d] = coefficients(enc, starts, seq, side, context_len, &device);
+
+    let pass = (r < dim).then(|| x.clone().narrow(3, r, dim - r));
+    let rot = if r < dim { x.narrow(3, 0, r) } else { x };
+    let (x1, x2) = match spec.layout {
+        super::Layout::Half => (rot.clone().narrow(3, 0, half), rot.narrow(3, half, half)),
+        super::Layout::Interleaved => {
+            let t = rot.reshape([batch, heads, seq, half, 2]);
+            (
+                t.clone().narrow(4, 0, 1).reshape([batch, heads, seq, half]),
+                t.narrow(4, 1, 1).reshape([batch, heads, seq, half]),
+            )
+        }
+    };
+    let y1 = x1.clone() * a + x2.clone() * b; // [batch, heads, seq, half]
+    let y2 = x1 * c + x2 * d;
+    let out = match spec.layout {
+        super::Layout::Half => Tensor::cat(vec![y1, y2], 3),
+        super::Layout::Interleaved => {
+            Tensor::cat(vec![y1.unsqueeze_dim::<5>(4), y2.unsqueeze_dim::<5>(4)], 4)
+                .reshape([batch, heads, seq, r])
+        }
+    };
+    match pass {
+        Some(p) => Tensor::cat(vec![out, p], 3),
+        None => out,
+    }
+}

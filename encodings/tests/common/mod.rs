@@ -1,0 +1,47 @@
+//! Test helpers: a CPU device, seeded random data, host copies.
+#![allow(dead_code)]
+
+use burn::prelude::*;
+use pezoo_encodings::{Encoding, EncodingConfig, EncodingContext};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+pub fn ad_device() -> Device {
+    Device::flex().autodiff()
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform in [−1, 1).
+pub fn random_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+pub fn tensor4(v: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+pub fn config(toml: &str) -> EncodingConfig {
+    EncodingConfig::from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}"))
+}
+
+pub fn build(toml: &str, ctx: &EncodingContext, device: &Device) -> Encoding {
+    config(toml).init(ctx, device).unwrap_or_else(|e| panic!("{toml}: {e}"))
+}
+
+pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - w).abs();
+        assert!(err <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w} (err {err:e})");
+    }
+}

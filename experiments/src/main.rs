@@ -1,1 +1,47 @@
-fn main() {}
+//! `zoo`: the pezoo command line.
+
+mod device;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "zoo", version, about = "A zoo of positional encodings for small language models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what an encoding does: per-pair θ_i, kept pairs, M_i(Δ) or per-head bias b_h(Δ).
+    Inspect(inspect::InspectArgs),
+    /// List the backends compiled into this binary and what `--device auto` picks.
+    Devices,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Devices => devices(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn devices() -> anyhow::Result<()> {
+    for (name, on) in device::compiled() {
+        println!("{name:<8} {}", if on { "compiled" } else { "-" });
+    }
+    let (_, picked) = device::select("auto")?;
+    println!("auto ->  {picked}");
+    Ok(())
+}

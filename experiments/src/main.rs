@@ -1,7 +1,6 @@
 //! `zoo`: the pezoo command line.
 
-mod device;
-mod inspect;
+use pezoo_experiments::{device, inspect, train};
 
 use std::process::ExitCode;
 
@@ -18,6 +17,8 @@ struct Cli {
 enum Command {
     /// Show what an encoding does: per-pair θ_i, kept pairs, M_i(Δ) or per-head bias b_h(Δ).
     Inspect(inspect::InspectArgs),
+    /// Train the LM with any encoding on any device (burn-train Learner, checkpoints, resume).
+    Train(train::TrainArgs),
     /// List the backends compiled into this binary and what `--device auto` picks.
     Devices,
 }
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Train(a) => train::run(a).map(|_| ()),
         Command::Devices => devices(),
     };
     match result {

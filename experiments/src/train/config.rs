@@ -1,0 +1,136 @@
+//! A run's configuration: `[model]` (pezoo-models), `[train]`, `[data]`, one TOML file.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use pezoo_models::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps in total.
+    pub steps: usize,
+    /// Optimizer steps between checkpoints (one burn-train "epoch").
+    pub checkpoint_every: usize,
+    /// Peak learning rate (after linear warm-up), then cosine to `min_lr`.
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 disables.
+    pub grad_clip: f64,
+    pub seed: u64,
+    /// Validation batches at each checkpoint.
+    pub valid_batches: usize,
+    /// Print a progress line every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            grad_accum: 1,
+            steps: 600,
+            checkpoint_every: 150,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_steps: 50,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            seed: 42,
+            valid_batches: 8,
+            log_every: 25,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A UTF-8 file or a directory of `.txt` files; unset = the embedded synthetic corpus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Synthetic corpus: number of documents and bytes per document.
+    pub synthetic_docs: usize,
+    pub synthetic_doc_len: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { path: None, synthetic_docs: 300, synthetic_doc_len: 3000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub data: DataConfig,
+}
+
+fn range_err(field: &str, value: impl std::fmt::Display, allowed: &str) -> anyhow::Error {
+    anyhow::anyhow!("train.{field}: {value} is out of range (allowed: {allowed})")
+}
+
+impl RunConfig {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let msg: Vec<&str> = e.message().lines().collect();
+            let at = e.span().map(|s| text[..s.start].lines().count().max(1));
+            anyhow::anyhow!(
+                "{origin}{}: {}",
+                at.map_or(String::new(), |l| format!(" line {l}")),
+                msg.join(" ")
+            )
+        })
+    }
+
+    pub fn epochs(&self) -> usize {
+        self.train.steps.div_ceil(self.train.checkpoint_every)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        for (field, v) in [
+            ("batch_size", t.batch_size),
+            ("grad_accum", t.grad_accum),
+            ("steps", t.steps),
+            ("checkpoint_every", t.checkpoint_every),
+            ("valid_batches", t.valid_batches),
+            ("log_every", t.log_every),
+        ] {
+            if v == 0 {
+                return Err(range_err(field, 0, "≥ 1"));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr <= 1.0) {
+            return Err(range_err("lr", t.lr, "0 < lr ≤ 1"));
+        }
+        if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return Err(range_err("min_lr", t.min_lr, "0 ≤ min_lr ≤ lr"));
+        }
+        if t.warmup_steps >= t.steps {
+            return Err(range_err("warmup_steps", t.warmup_steps, &format!("< steps = {}", t.steps)));
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay < 1.0) {
+            return Err(range_err("weight_decay", t.weight_decay, "0 ≤ weight_decay < 1"));
+        }
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            return Err(range_err("grad_clip", t.grad_clip, "≥ 0 (0 disables)"));
+        }
+        if self.data.path.is_none() && (self.data.synthetic_docs < 10 || self.data.synthetic_doc_len < 200) {
+            bail!(
+                "data.synthetic_docs ≥ 10 and data.synthetic_doc_len ≥ 200 are required (the validation split is every 10th document)"
+            );
+        }
+        self.model.validate()?;
+        Ok(())
+    }
+}

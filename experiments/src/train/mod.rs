@@ -1,0 +1,257 @@
+//! `zoo train`: trains the LM through burn-train's Learner on any device, with checkpoints,
+//! resume, a resolved `config.toml`, `metrics.csv` and final `model.safetensors` in `--out`.
+
+pub mod config;
+pub mod renderer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::lr_scheduler::LrSchedulerConfig;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
+use burn::optim::AdamWConfig;
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn::train::{Learner, SupervisedTraining};
+use clap::Args;
+use pezoo_encodings::EncodingConfig;
+use pezoo_models::{Corpus, Lm, LmBatcher, RandomWindows, SequentialWindows, token_stream};
+
+pub use config::RunConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Run configuration (TOML with [model], [train], [data]); defaults if omitted.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override the model's encoding: a kind (`hope-hf`) or a TOML file.
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Override [data].path: a UTF-8 file or a directory of .txt files.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Override [train].steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Override [train].seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory (config.toml, metrics.csv, checkpoint/, model.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// auto | flex | ndarray | wgpu | cuda | … (see `zoo devices`).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Continue from the last complete checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// burn-train's terminal UI (only when stdout is a terminal).
+    #[arg(long)]
+    pub tui: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub valid_loss: f64,
+    pub seconds: f64,
+    pub params: usize,
+}
+
+/// Resolves the run configuration from the file and the command-line overrides.
+pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
+            RunConfig::from_toml(&text, &p.display().to_string())?
+        }
+        None => RunConfig::default(),
+    };
+    if let Some(e) = &args.encoding {
+        cfg.model.encoding = EncodingConfig::from_name_or_file(e)?;
+    }
+    if let Some(d) = &args.data {
+        cfg.data.path = Some(d.clone());
+    }
+    if let Some(s) = args.steps {
+        cfg.train.steps = s;
+        cfg.train.warmup_steps = cfg.train.warmup_steps.min(s / 10);
+        cfg.train.checkpoint_every = cfg.train.checkpoint_every.min(s);
+    }
+    if let Some(s) = args.seed {
+        cfg.train.seed = s;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The corpus a run trains on (files, or the embedded synthetic one).
+pub fn corpus(cfg: &RunConfig) -> Result<Corpus> {
+    let min = 4 * (cfg.model.max_seq_len + 1);
+    Ok(match &cfg.data.path {
+        Some(p) => Corpus::from_path(p, min)?,
+        None => Corpus::synthetic(cfg.train.seed, cfg.data.synthetic_docs, cfg.data.synthetic_doc_len),
+    })
+}
+
+/// The latest epoch whose model, optimizer and scheduler checkpoints all load (a run killed
+/// while writing one falls back to the previous, which burn-train keeps).
+pub fn last_checkpoint(out: &Path) -> Option<usize> {
+    let dir = out.join("checkpoint");
+    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| {
+            e.ok()?.file_name().to_str()?.strip_prefix("model-")?.strip_suffix(".bpk")?.parse().ok()
+        })
+        .collect();
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    epochs.into_iter().find(|e| {
+        let p = |n: &str| dir.join(format!("{n}-{e}.bpk"));
+        burn::store::ModuleRecord::load(p("model")).is_ok()
+            && burn::optim::OptimizerRecord::load(p("optim")).is_ok()
+            && burn::lr_scheduler::LrSchedulerRecord::load(p("scheduler")).is_ok()
+    })
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename): a kill leaves the old or the new.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn run(args: TrainArgs) -> Result<TrainSummary> {
+    let cfg = resolve(&args)?;
+    let (device, picked) = crate::device::select(&args.device)?;
+    let t = &cfg.train;
+    let out = args.out.clone();
+    let resume_from = if args.resume { last_checkpoint(&out) } else { None };
+    if args.resume && resume_from.is_none() {
+        println!("--resume: no complete checkpoint in {}, starting from scratch", out.display());
+    }
+    if !args.resume && out.join("checkpoint").exists() {
+        bail!(
+            "--out {} already holds a run: pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let resolved = toml::to_string(&cfg).context("serialising the resolved config")?;
+    if let Some(e) = resume_from {
+        let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
+        if !old.is_empty() && old != resolved {
+            bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
+        }
+        println!("resuming from checkpoint {e} (step {})", e * t.checkpoint_every);
+    } else {
+        let _ = std::fs::remove_file(out.join("metrics.csv"));
+    }
+    write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
+
+    let corpus = corpus(&cfg)?;
+    let seq = cfg.model.max_seq_len;
+    let train_tokens = Arc::new(token_stream(&corpus.train));
+    let valid_tokens = Arc::new(token_stream(&corpus.valid));
+    if train_tokens.len() < 2 * (seq + 1) || valid_tokens.len() < seq + 1 {
+        bail!(
+            "data: {} train and {} validation tokens are too few for max_seq_len = {seq}",
+            train_tokens.len(),
+            valid_tokens.len()
+        );
+    }
+    let items_per_step = t.batch_size * t.grad_accum;
+    let train = RandomWindows::new(train_tokens.clone(), seq, t.checkpoint_every * items_per_step, t.seed);
+    let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);
+    let dl_train = DataLoaderBuilder::new(LmBatcher)
+        .batch_size(t.batch_size)
+        .shuffle(t.seed)
+        .num_workers(1)
+        .build(train);
+    let dl_valid = DataLoaderBuilder::new(LmBatcher).batch_size(t.batch_size).num_workers(1).build(valid);
+
+    device.seed(t.seed);
+    let ad = device.clone().autodiff();
+    let model = Lm::new(&cfg.model, &ad)?;
+    let params = cfg.model.num_params();
+    println!(
+        "device {picked} | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
+        cfg.model.encoding.kind(),
+        corpus.name,
+        train_tokens.len(),
+        valid_tokens.len(),
+        t.steps,
+        items_per_step,
+        seq
+    );
+
+    let mut optim = AdamWConfig::new().with_weight_decay(t.weight_decay as f32);
+    if t.grad_clip > 0.0 {
+        optim = optim.with_grad_clipping(Some(GradientClippingConfig::Norm(t.grad_clip as f32)));
+    }
+    let warm = t.warmup_steps.max(1);
+    let schedule = SequentialLrSchedulerConfig::new(
+        vec![
+            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(t.lr / warm as f64, t.lr, warm)),
+            LrSchedulerConfig::Cosine(
+                CosineAnnealingLrSchedulerConfig::new(t.lr, t.steps - warm).with_min_lr(t.min_lr),
+            ),
+        ],
+        vec![warm],
+    )
+    .init()
+    .map_err(|e| anyhow::anyhow!("learning-rate schedule: {e}"))?;
+
+    let mut training = SupervisedTraining::new(&out, dl_train, dl_valid)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(PerplexityMetric::new())
+        .metric_valid_numeric(PerplexityMetric::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_default_checkpointers()
+        .num_epochs(cfg.epochs());
+    if t.grad_accum > 1 {
+        training = training.grads_accumulation(t.grad_accum);
+    }
+    if let Some(e) = resume_from {
+        training = training.checkpoint(e);
+    }
+    use std::io::IsTerminal;
+    if !(args.tui && std::io::stdout().is_terminal()) {
+        training = training.renderer(Box::new(renderer::LineRenderer::new(
+            out.join("metrics.csv"),
+            items_per_step,
+            seq,
+            t.log_every,
+            t.checkpoint_every,
+            t.steps,
+        )));
+    }
+    let started = Instant::now();
+    let result = training.launch(Learner::new(model, optim.init(), schedule));
+    let seconds = started.elapsed().as_secs_f64();
+
+    let model = result.model;
+    let path = out.join("model.safetensors");
+    let tmp = out.join("model.safetensors.tmp");
+    model
+        .save_into(&mut SafetensorsStore::from_file(&tmp))
+        .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", path.display()))?;
+    std::fs::rename(&tmp, &path)?;
+    let valid_loss =
+        crate::eval::mean_loss(&model.valid(), &valid_tokens, seq, t.valid_batches * t.batch_size, &device);
+    println!(
+        "done in {seconds:.1}s: valid loss {valid_loss:.4} (ppl {:.3}) → {}",
+        valid_loss.exp(),
+        path.display()
+    );
+    Ok(TrainSummary { out, valid_loss, seconds, params })
+}

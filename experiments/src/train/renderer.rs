@@ -1,0 +1,178 @@
+//! Plain line-based progress for logs and CI (burn-train's TUI is used only on a TTY with
+//! `--tui`): one line every `every` optimizer steps and one per validation, and the same numbers
+//! appended to `metrics.csv`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
+use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::renderer::{
+    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
+};
+
+pub struct LineRenderer {
+    names: HashMap<MetricId, String>,
+    latest: HashMap<String, f64>,
+    csv: PathBuf,
+    /// Items (sequences) per optimizer step, and tokens per item.
+    items_per_step: usize,
+    tokens_per_item: usize,
+    every: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    epoch: usize,
+    split: String,
+    split_items: usize,
+    train_step: usize,
+    last_print: (Instant, usize),
+    tokens_per_s: f64,
+}
+
+impl LineRenderer {
+    pub fn new(
+        csv: PathBuf,
+        items_per_step: usize,
+        tokens_per_item: usize,
+        every: usize,
+        steps_per_epoch: usize,
+        total_steps: usize,
+    ) -> Self {
+        if !csv.exists() {
+            let _ = std::fs::write(&csv, "step,split,loss,perplexity,lr,tokens_per_s\n");
+        }
+        Self {
+            names: HashMap::new(),
+            latest: HashMap::new(),
+            csv,
+            items_per_step,
+            tokens_per_item,
+            every: every.max(1),
+            steps_per_epoch,
+            total_steps,
+            epoch: 1,
+            split: String::new(),
+            split_items: 0,
+            train_step: 0,
+            last_print: (Instant::now(), 0),
+            tokens_per_s: 0.0,
+        }
+    }
+
+    fn step(&self) -> usize {
+        self.train_step
+    }
+
+    fn record(&mut self, state: MetricState) {
+        if let MetricState::Numeric(entry, Some(value)) = state
+            && let Some(name) = self.names.get(&entry.metric_id)
+        {
+            self.latest.insert(name.clone(), value.current());
+        }
+    }
+
+    fn get(&self, key: &str) -> f64 {
+        self.latest.iter().find(|(k, _)| k.to_lowercase().contains(key)).map_or(f64::NAN, |(_, v)| *v)
+    }
+
+    fn emit(&mut self, split: &str) {
+        let (loss, ppl) = (self.get("loss"), self.get("perplexity"));
+        let lr = if split == "train" { self.get("learning rate") } else { f64::NAN };
+        let step = self.step();
+        let line = format!(
+            "{split:<5} step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}  lr {lr:.2e}  tokens/s {:.0}",
+            self.total_steps, self.tokens_per_s
+        );
+        println!("{line}");
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&self.csv) {
+            let _ = writeln!(f, "{step},{split},{loss},{ppl},{lr},{:.1}", self.tokens_per_s);
+        }
+    }
+}
+
+impl MetricsRendererTraining for LineRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        self.record(state);
+    }
+    fn update_valid(&mut self, state: MetricState) {
+        self.record(state);
+    }
+    fn on_train_end(
+        &mut self,
+        _summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(())
+    }
+}
+
+impl MetricsRendererEvaluation for LineRenderer {
+    fn update_test(&mut self, _name: EvaluationName, state: MetricState) {
+        self.record(state);
+    }
+    fn on_test_end(
+        &mut self,
+        _summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(())
+    }
+}
+
+impl TrainingProgressLogger for LineRenderer {
+    fn start(&mut self, _total: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
+        self.epoch = starting_epoch.max(1);
+    }
+    fn update_epoch(&mut self, epoch: usize) {
+        self.epoch = epoch + 1;
+    }
+    fn start_split(&mut self, split: &str, _total_items: usize) {
+        self.split = split.to_lowercase();
+        self.split_items = 0;
+        self.last_print = (Instant::now(), 0);
+    }
+    fn update_split(&mut self, items_processed: usize) {
+        self.split_items = items_processed;
+        if self.split.starts_with("train") {
+            self.train_step =
+                (self.epoch - 1) * self.steps_per_epoch + items_processed / self.items_per_step.max(1);
+            let (t0, i0) = self.last_print;
+            let steps_done = (items_processed - i0) / self.items_per_step.max(1);
+            if steps_done >= self.every {
+                let dt = t0.elapsed().as_secs_f64();
+                self.tokens_per_s = ((items_processed - i0) * self.tokens_per_item) as f64 / dt.max(1e-9);
+                self.last_print = (Instant::now(), items_processed);
+                self.emit("train");
+            }
+        }
+    }
+    fn end_split(&mut self) {
+        if self.split.starts_with("valid") {
+            self.emit("valid");
+        }
+    }
+    fn end(&mut self) {}
+    fn log_event_training(&mut self, event: String) {
+        if event != "Iteration" {
+            println!("{event}");
+        }
+    }
+}
+
+impl EvaluationProgressLogger for LineRenderer {
+    fn start_global_progress(&mut self, _total_tests: usize) {}
+    fn start_test(&mut self, _name: &str, _total_items: usize) {}
+    fn update_test_progress(&mut self, _items_processed: usize) {}
+    fn end_test(&mut self) {}
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, event: String) {
+        println!("{event}");
+    }
+}
+
+impl MetricsRenderer for LineRenderer {
+    fn manual_close(&mut self) {}
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(definition.metric_id.clone(), definition.name.to_string());
+    }
+}

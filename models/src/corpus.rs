@@ -1,0 +1,165 @@
+//! Text for training and evaluation: the embedded synthetic corpus (no files needed) or UTF-8
+//! text from a file or a directory of `.txt` files (BOM and Project Gutenberg framing stripped),
+//! split deterministically by document into train and held-out validation text.
+
+use std::path::Path;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DataError {
+    #[error("--data {path}: {message}")]
+    Bad { path: String, message: String },
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Bad { path: path.display().to_string(), message: message.into() }
+}
+
+/// Documents split into train and validation.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    pub name: String,
+    pub train: Vec<String>,
+    pub valid: Vec<String>,
+}
+
+/// SplitMix64: a tiny deterministic generator (the corpus must not depend on a crate's RNG).
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+}
+
+const NAMES: &[&str] =
+    &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "oscar", "peggy"];
+const VERBS: &[&str] = &["sees", "takes", "opens", "finds", "holds", "drops", "moves", "likes"];
+const COLORS: &[&str] = &["red", "blue", "green", "black", "white", "gold", "grey", "brown"];
+const THINGS: &[&str] = &["key", "door", "lamp", "box", "book", "coin", "map", "ring"];
+const PLACES: &[&str] = &["hall", "garden", "tower", "market", "river", "forest"];
+
+/// One synthetic document (~`len` bytes): facts stated early (`the code of bob is 4821.`),
+/// local grammar in between, spans to copy (`copy: …` then `again: …`), and recalls of the facts
+/// at the end — so both perplexity and long-range retrieval are meaningful.
+pub fn synthetic_document(rng: &mut SplitMix, len: usize) -> String {
+    let mut doc = String::new();
+    let facts: Vec<(&str, u32)> = (0..3).map(|_| (rng.pick(NAMES), 1000 + rng.below(9000) as u32)).collect();
+    for (name, code) in &facts {
+        doc.push_str(&format!("the code of {name} is {code}.\n"));
+    }
+    let mut pending_copy: Option<String> = None;
+    while doc.len() < len {
+        match rng.below(12) {
+            0 if pending_copy.is_none() => {
+                let span: String = (0..10).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+                doc.push_str(&format!("copy: {span}.\n"));
+                pending_copy = Some(span);
+            }
+            1 if pending_copy.is_some() => {
+                doc.push_str(&format!("again: {}.\n", pending_copy.take().unwrap()));
+            }
+            _ => {
+                let (n, v, c, t, p) =
+                    (rng.pick(NAMES), rng.pick(VERBS), rng.pick(COLORS), rng.pick(THINGS), rng.pick(PLACES));
+                doc.push_str(&format!("{n} {v} the {c} {t} in the {p}.\n"));
+            }
+        }
+    }
+    if let Some(span) = pending_copy {
+        doc.push_str(&format!("again: {span}.\n"));
+    }
+    for (name, code) in facts.iter().rev() {
+        doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
+    }
+    doc
+}
+
+impl Corpus {
+    /// The embedded synthetic corpus: `docs` documents of ~`doc_len` bytes; every 10th is held out.
+    pub fn synthetic(seed: u64, docs: usize, doc_len: usize) -> Self {
+        let mut rng = SplitMix(seed);
+        let all: Vec<String> = (0..docs).map(|_| synthetic_document(&mut rng, doc_len)).collect();
+        let (mut train, mut valid) = (Vec::new(), Vec::new());
+        for (i, d) in all.into_iter().enumerate() {
+            if i % 10 == 9 { valid.push(d) } else { train.push(d) }
+        }
+        Self { name: "synthetic".into(), train, valid }
+    }
+
+    /// A UTF-8 file or a directory of `.txt` files. Several documents: the last ~10% (at least
+    /// one, by file name order) are held out. One document: its last 10% is held out.
+    pub fn from_path(path: &Path, min_bytes: usize) -> Result<Self, DataError> {
+        let files: Vec<std::path::PathBuf> = if path.is_dir() {
+            let mut v: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| bad(path, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+                .collect();
+            v.sort();
+            if v.is_empty() {
+                return Err(bad(path, "directory has no .txt files"));
+            }
+            v
+        } else if path.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            return Err(bad(path, "no such file or directory"));
+        };
+        let mut docs = Vec::new();
+        for f in &files {
+            let bytes = std::fs::read(f).map_err(|e| bad(f, e.to_string()))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                bad(f, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+            })?;
+            if text.contains('\0') {
+                return Err(bad(f, "looks binary (contains NUL bytes)"));
+            }
+            let text = strip_framing(&text);
+            if !text.trim().is_empty() {
+                docs.push(text.to_string());
+            }
+        }
+        let total: usize = docs.iter().map(|d| d.len()).sum();
+        if total < min_bytes {
+            return Err(bad(path, format!("{total} bytes of text is too short (need ≥ {min_bytes})")));
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if docs.len() == 1 {
+            let d = docs.pop().unwrap();
+            let mut cut = d.len() * 9 / 10;
+            while !d.is_char_boundary(cut) {
+                cut += 1;
+            }
+            return Ok(Self { name, train: vec![d[..cut].to_string()], valid: vec![d[cut..].to_string()] });
+        }
+        let n_valid = (docs.len() / 10).max(1);
+        let valid = docs.split_off(docs.len() - n_valid);
+        Ok(Self { name, train: docs, valid })
+    }
+}
+
+/// Strips a UTF-8 BOM and Project Gutenberg's header/footer when present.
+pub fn strip_framing(text: &str) -> &str {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let start = text.find("*** START OF").and_then(|i| text[i..].find('\n').map(|j| i + j + 1)).unwrap_or(0);
+    let body = &text[start..];
+    let end = ["*** END OF", "End of the Project Gutenberg", "End of Project Gutenberg"]
+        .iter()
+        .filter_map(|m| body.find(m))
+        .min()
+        .unwrap_or(body.len());
+    &body[..end]
+}

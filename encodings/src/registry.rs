@@ -123,6 +123,8 @@ macro_rules! registry {
         }
 
         /// Any initialised encoding; a Burn module (learnable parameters are `Param`s).
+        /// One encoding per model, so the size difference between variants does not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Encoding {
             $( $variant($module), )*
@@ -239,7 +241,7 @@ impl EncodingConfig {
 fn one_line(msg: &str) -> String {
     let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or("invalid TOML").trim().to_string();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first => format!("{first}: {}", last.trim()),
         _ => first,
     }

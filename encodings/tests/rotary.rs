@@ -30,6 +30,7 @@ fn rotary(enc: &pezoo_encodings::Encoding) -> &RotaryEncoding {
 }
 
 /// Applies `enc` on random x [batch, 3, seq, d] and checks every vector against `want(b, s, x)`.
+#[allow(clippy::too_many_arguments)]
 fn check_apply(
     enc: &RotaryEncoding,
     batch: usize,

@@ -83,7 +83,7 @@ fn real_gpu_adapter() -> Option<(burn::tensor::DeviceKind, String)> {
     use burn::tensor::DeviceKind;
     use burn::tensor::wgpu::wgpu;
     let instance = wgpu::Instance::default();
-    let adapters = futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapters = futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
     let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
     for want in [wgpu::DeviceType::DiscreteGpu, wgpu::DeviceType::IntegratedGpu] {
         if let Some(info) = infos.iter().find(|i| i.device_type == want) {

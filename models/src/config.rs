@@ -121,7 +121,7 @@ impl ModelConfig {
                 return Err(field(name, "0 is out of range (allowed: ≥ 1)"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(field(
                 "n_heads",
                 format!(

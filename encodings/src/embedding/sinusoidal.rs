@@ -42,7 +42,7 @@ impl EncodingKind for SinusoidalConfig {
 
     fn validate(&self, ctx: &EncodingContext) -> Result<()> {
         check_range("base", self.base, 1.0, f64::INFINITY, "> 1")?;
-        if ctx.d_model < 2 || ctx.d_model % 2 != 0 {
+        if ctx.d_model < 2 || !ctx.d_model.is_multiple_of(2) {
             return Err(ConfigError::new(
                 "d_model",
                 format!("{} is not valid (allowed: even, ≥ 2)", ctx.d_model),

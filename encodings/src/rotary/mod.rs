@@ -122,7 +122,7 @@ pub fn rope_grid(base: f64, dim: usize) -> Vec<f64> {
 
 /// Shared checks: an even head dimension and a base > 1.
 pub(crate) fn check_rotary(ctx: &EncodingContext, rope_theta: f64) -> Result<()> {
-    if ctx.head_dim < 2 || ctx.head_dim % 2 != 0 {
+    if ctx.head_dim < 2 || !ctx.head_dim.is_multiple_of(2) {
         return Err(ConfigError::new(
             "head_dim",
             format!("{} is not valid for a rotary encoding (allowed: even, ≥ 2)", ctx.head_dim),

@@ -83,7 +83,7 @@ impl RunConfig {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
             let msg: Vec<&str> = e.message().lines().collect();
-            let at = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let at = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
             anyhow::anyhow!(
                 "{origin}{}: {}",
                 at.map_or(String::new(), |l| format!(" line {l}")),

@@ -121,6 +121,16 @@ pub fn last_checkpoint(out: &Path) -> Option<usize> {
     })
 }
 
+/// Entropy (nats) of the token frequencies: the loss of a model that ignores context.
+pub fn unigram_entropy(tokens: &[u32]) -> f64 {
+    let mut counts = std::collections::HashMap::<u32, usize>::new();
+    for &t in tokens {
+        *counts.entry(t).or_default() += 1;
+    }
+    let n = tokens.len() as f64;
+    counts.values().map(|&c| c as f64 / n).map(|p| -p * p.ln()).sum()
+}
+
 /// Writes `bytes` to `path` atomically (temp file + rename): a kill leaves the old or the new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -168,6 +178,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             valid_tokens.len()
         );
     }
+    println!("unigram entropy of the training tokens: {:.4} nats/token", unigram_entropy(&train_tokens));
     let items_per_step = t.batch_size * t.grad_accum;
     let train = RandomWindows::new(train_tokens.clone(), seq, t.checkpoint_every * items_per_step, t.seed);
     let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);

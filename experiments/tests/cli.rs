@@ -1,0 +1,160 @@
+//! The `zoo` binary end to end: inspect JSON, training with checkpoints, SIGKILL + resume,
+//! and one-line errors (exit code 1, no panic) for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn zoo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zoo"));
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    zoo().args(args).output().expect("zoo runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("pezoo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+const MICRO: &str = r#"
+[model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+max_seq_len = 32
+[train]
+batch_size = 4
+steps = 200
+checkpoint_every = 20
+warmup_steps = 5
+log_every = 10
+valid_batches = 2
+[data]
+synthetic_docs = 20
+synthetic_doc_len = 800
+"#;
+
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{}` lacks `{n}`", lines[0]);
+    }
+}
+
+#[test]
+fn inspect_json_is_machine_readable() {
+    let out = run(&[
+        "inspect",
+        "--encoding",
+        "hope-hf",
+        "--head-dim",
+        "64",
+        "--train-len",
+        "512",
+        "--distances",
+        "0,3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rotated = v["pairs"].as_array().unwrap().iter().filter(|p| p["rotated"] == true).count();
+    assert_eq!(rotated, 16);
+    assert_eq!(v["distances"][1]["distance"], 3);
+    assert_eq!(v["distances"][1]["matrices"].as_array().unwrap().len(), 32);
+    assert_one_line_error(
+        &run(&["inspect", "--encoding", "hope-hf", "--head-dim", "64"]),
+        &["train_len", "required"],
+    );
+    assert_one_line_error(&run(&["inspect", "--encoding", "rope", "--head-dim", "7"]), &["head_dim", "even"]);
+    assert_one_line_error(&run(&["inspect", "--encoding", "rotary"]), &["unknown encoding", "hope-hyp"]);
+}
+
+fn last_row(csv: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    text.lines().last().unwrap().split(',').map(String::from).collect()
+}
+
+#[test]
+fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
+    let dir = tmp("resume");
+    let cfg = dir.join("micro.toml");
+    std::fs::write(&cfg, MICRO).unwrap();
+    let out = dir.join("run");
+    let args =
+        ["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "flex"];
+    let mut child = zoo().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !out.join("checkpoint/model-2.bpk").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL, possibly mid-write of the next checkpoint
+    child.wait().unwrap();
+    assert!(!out.join("model.safetensors").exists(), "killed before the end");
+    let rows_before = std::fs::read_to_string(out.join("metrics.csv")).unwrap().lines().count();
+
+    // without --resume the run directory is protected
+    let again = run(&args);
+    assert_one_line_error(&again, &["--resume"]);
+
+    let resumed = run(&[&args[..], &["--resume"]].concat());
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&resumed.stderr));
+    assert!(stdout.contains("resuming from checkpoint"), "{stdout}");
+    assert!(out.join("model.safetensors").exists());
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(text.lines().count() > rows_before, "metrics appended");
+    let last = last_row(&out.join("metrics.csv"));
+    assert_eq!((last[0].as_str(), last[1].as_str()), ("200", "valid"), "ends at the configured step count");
+    // loss continuous: the first row after resuming is far below the untrained ln(260) ≈ 5.56
+    let rows: Vec<Vec<String>> =
+        text.lines().skip(rows_before).map(|l| l.split(',').map(String::from).collect()).collect();
+    let first_loss: f64 = rows[0][2].parse().unwrap();
+    let first_step: usize = rows[0][0].parse().unwrap();
+    assert!(first_step > 20, "resumed after the checkpoint, at step {first_step}");
+    assert!(first_loss < 4.0, "resumed loss {first_loss} continues from the checkpoint");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_configs_and_data_are_one_line_errors() {
+    let dir = tmp("bad");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let out = dir.join("o");
+    let o = out.to_str().unwrap();
+    let typo = write("typo.toml", "[train]\nbatchsize = 4\n");
+    assert_one_line_error(&run(&["train", "--config", &typo, "--out", o]), &["batchsize", "line 2"]);
+    let lr = write("lr.toml", "[train]\nlr = 5.0\n");
+    assert_one_line_error(&run(&["train", "--config", &lr, "--out", o]), &["train.lr", "0 < lr ≤ 1"]);
+    let enc = write(
+        "enc.toml",
+        "[model.encoding]\nkind = \"hope-hyp\"\ntheta_prime = 0.0001\nangle_scale = 0.01\n",
+    );
+    assert_one_line_error(&run(&["train", "--config", &enc, "--out", o]), &["theta_prime", "> max theta_i"]);
+    let bin = write("data.txt", "\u{0}\u{1}binary");
+    assert_one_line_error(
+        &run(&["train", "--data", &bin, "--out", o, "--steps", "2"]),
+        &["--data", "binary"],
+    );
+    assert_one_line_error(&run(&["train", "--data", "/nonexistent/x", "--out", o]), &["no such file"]);
+    assert_one_line_error(
+        &run(&["train", "--device", "tpu", "--out", o]),
+        &["--device", "unknown device `tpu`"],
+    );
+    assert_one_line_error(&run(&["train", "--encoding", "rotary", "--out", o]), &["unknown encoding"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,6 +82,18 @@ fn auto() -> Result<(Device, String)> {
 fn real_gpu_adapter() -> Option<(burn::tensor::DeviceKind, String)> {
     use burn::tensor::DeviceKind;
     use burn::tensor::wgpu::wgpu;
+    // On Linux a GPU needs a DRM render node (or NVIDIA's device files); without one, skip the
+    // probe (it would only find CPU adapters, and Mesa's loader prints noise while probing).
+    if cfg!(target_os = "linux") {
+        let has = |dir: &str, prefix: &str| {
+            std::fs::read_dir(dir)
+                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(prefix)))
+                .unwrap_or(false)
+        };
+        if !has("/dev/dri", "renderD") && !has("/dev", "nvidia") {
+            return None;
+        }
+    }
     let instance = wgpu::Instance::default();
     let adapters = futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
     let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();

@@ -74,6 +74,20 @@ pub fn apply(
     let [batch, heads, seq, dim] = x.dims();
     assert_eq!(dim, spec.head_dim, "head_dim of the input differs from the encoding's");
     assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
+    if let Some(block) = enc.query_block() {
+        // Growing factors (HoPE-Hyp, xPos) are bounded only for re-centred positions: the query
+        // side may go forward, the key side back, by at most a safe block.
+        let (lo, hi) = (*starts.iter().min().unwrap(), starts.iter().max().unwrap() + seq as i64 - 1);
+        let growing = match side {
+            Side::Query => -lo,
+            Side::Key => hi,
+        };
+        assert!(
+            growing <= 2 * block as i64,
+            "{}: positions {lo}..={hi} on the {side:?} side are not re-centred (use apply_qk)",
+            spec.kind
+        );
+    }
     let device = x.device();
     let (r, half) = (spec.rotary_dim, spec.pairs());
     let [a, b, c, d] = coefficients(enc, starts, seq, side, context_len, &device);

@@ -141,8 +141,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let cfg = resolve(&args)?;
-    let (device, picked) = crate::device::select(&args.device)?;
     let t = &cfg.train;
+    let corpus = corpus(&cfg)?;
+    let (device, picked) = crate::device::select(&args.device)?;
     let out = args.out.clone();
     let resume_from = if args.resume { last_checkpoint(&out) } else { None };
     if args.resume && resume_from.is_none() {
@@ -167,7 +168,6 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     }
     write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
 
-    let corpus = corpus(&cfg)?;
     let seq = cfg.model.max_seq_len;
     let train_tokens = Arc::new(token_stream(&corpus.train));
     let valid_tokens = Arc::new(token_stream(&corpus.valid));

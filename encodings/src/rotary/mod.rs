@@ -12,6 +12,8 @@
 //! m − n only, so subtracting the block's first query position is exact and keeps every factor
 //! bounded. Angles are formed in f64 on the host, so f32 results are exact at positions of 1e6.
 
+#[cfg(feature = "cube")]
+pub mod fused;
 pub mod hope_hf;
 pub mod hope_hyp;
 pub mod p_rope;
@@ -285,7 +287,13 @@ impl RotaryEncoding {
     /// Applies the map to `x: [batch, heads, seq, head_dim]` whose token s of sequence b sits at
     /// (already re-centred) position `starts[b] + s` (`starts` of length 1 applies to all).
     /// `context_len` is the current context length (dynamic NTK reads it).
+    /// Uses the fused kernel on CubeCL devices (f32) and the reference elsewhere.
     pub fn apply(&self, x: Tensor<4>, starts: &[i64], side: Side, context_len: usize) -> Tensor<4> {
+        #[cfg(feature = "cube")]
+        if fused::is_cube(&x.device()) && x.dtype() == burn::tensor::DType::F32 {
+            reference::check_centred(self, starts, x.dims()[2], side);
+            return fused::apply(self, x, starts, side, context_len);
+        }
         reference::apply(self, x, starts, side, context_len)
     }
 

@@ -39,9 +39,9 @@ fn coefficients(
             let damp = sp * theta_prime.reshape([1, 1, 1, 1]); // [nb, 1, seq, 1]
             let ep = (spt.clone() - damp.clone()).exp();
             let em = (spt.neg() - damp).exp();
-            let a = (ep.clone() + em.clone()).mul_scalar(0.5);
-            let b = (ep - em).mul_scalar(0.5);
-            [a.clone(), b.clone(), b, a]
+            // (e_+, 0, 0, e_−): applied in the boost's eigenbasis by `apply` (well conditioned)
+            let zero = Tensor::zeros(ep.dims(), device);
+            [ep, zero.clone(), zero, em]
         }
         _ => {
             let mut m = [(); 4].map(|_| Vec::with_capacity(n));
@@ -62,6 +62,24 @@ fn coefficients(
     }
 }
 
+/// Growing factors (HoPE-Hyp, xPos) are bounded only for re-centred positions: the query side
+/// may go forward, the key side back, by at most a safe block. Panics otherwise (a caller bug
+/// that would silently produce inf/NaN).
+pub fn check_centred(enc: &RotaryEncoding, starts: &[i64], seq: usize, side: Side) {
+    if let Some(block) = enc.query_block() {
+        let (lo, hi) = (*starts.iter().min().unwrap(), starts.iter().max().unwrap() + seq as i64 - 1);
+        let growing = match side {
+            Side::Query => -lo,
+            Side::Key => hi,
+        };
+        assert!(
+            growing <= 2 * block as i64,
+            "{}: positions {lo}..={hi} on the {side:?} side are not re-centred (use apply_qk)",
+            enc.spec().kind
+        );
+    }
+}
+
 /// `x: [batch, heads, seq, head_dim]` → same shape, pairs mapped, pass-through channels kept.
 pub fn apply(
     enc: &RotaryEncoding,
@@ -74,20 +92,7 @@ pub fn apply(
     let [batch, heads, seq, dim] = x.dims();
     assert_eq!(dim, spec.head_dim, "head_dim of the input differs from the encoding's");
     assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
-    if let Some(block) = enc.query_block() {
-        // Growing factors (HoPE-Hyp, xPos) are bounded only for re-centred positions: the query
-        // side may go forward, the key side back, by at most a safe block.
-        let (lo, hi) = (*starts.iter().min().unwrap(), starts.iter().max().unwrap() + seq as i64 - 1);
-        let growing = match side {
-            Side::Query => -lo,
-            Side::Key => hi,
-        };
-        assert!(
-            growing <= 2 * block as i64,
-            "{}: positions {lo}..={hi} on the {side:?} side are not re-centred (use apply_qk)",
-            spec.kind
-        );
-    }
+    check_centred(enc, starts, seq, side);
     let device = x.device();
     let (r, half) = (spec.rotary_dim, spec.pairs());
     let [a, b, c, d] = coefficients(enc, starts, seq, side, context_len, &device);
@@ -104,8 +109,14 @@ pub fn apply(
             )
         }
     };
-    let y1 = x1.clone() * a + x2.clone() * b; // [batch, heads, seq, half]
-    let y2 = x1 * c + x2 * d;
+    let (y1, y2) = if matches!(spec.map, PairMap::Hyperbolic { .. }) {
+        // a = e_+, d = e_−: (x1 ± x2)/2 scale by e_±, without the cancellation of a·x1 + b·x2
+        let u = (x1.clone() + x2.clone()) * a;
+        let v = (x1 - x2) * d;
+        ((u.clone() + v.clone()).mul_scalar(0.5), (u - v).mul_scalar(0.5))
+    } else {
+        (x1.clone() * a + x2.clone() * b, x1 * c + x2 * d) // [batch, heads, seq, half]
+    };
     let out = match spec.layout {
         super::Layout::Half => Tensor::cat(vec![y1, y2], 3),
         super::Layout::Interleaved => {

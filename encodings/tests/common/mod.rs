@@ -45,3 +45,20 @@ pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
         assert!(err <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w} (err {err:e})");
     }
 }
+
+/// Like [`assert_close`], with the error measured against the largest |value| of each row of
+/// `row` elements (one head vector): for maps with a large dynamic range (HoPE-Hyp, xPos) a
+/// small component is the difference of large terms, and f32 is accurate relative to the row.
+pub fn assert_close_rows(got: &[f32], want: &[f64], row: usize, tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (r, (g, w)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
+        let scale = 1.0 + w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in g.iter().zip(w).enumerate() {
+            let err = (*g as f64 - w).abs();
+            assert!(
+                err <= tol * scale,
+                "{what}[row {r}, {i}]: got {g}, want {w} (err {err:e}, row scale {scale:e})"
+            );
+        }
+    }
+}

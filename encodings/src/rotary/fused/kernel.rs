@@ -1,0 +1,152 @@
+//! The CubeCL kernel: one thread per (row, pair slot) of `x: [batch, heads, seq, head_dim]`.
+//!
+//! Angles are formed in-kernel from the position and the per-pair frequency, exactly in f32:
+//! with f = θ_i/2π split on the host into f_a + f_b (12 significant bits each) + f_c, and the
+//! position p = 4096·p₁ + p₀ (|p₀|, |p₁| < 4096), every product p₀·f_a, (4096·p₁)·f_a, p₀·f_b,
+//! (4096·p₁)·f_b is exact in f32, so its fractional part is exact; p·f_c is tiny. The angle in
+//! turns is the fractional part of their sum: accurate to ~1e-6 rad at p = 1e6 and beyond
+//! (exact integers in f32 reach 2^24).
+//!
+//! HoPE-Hyp: `e_± = exp(−σp(θ' ∓ θ_i))`, `a = d = (e_+ + e_−)/2`, `b = c = (e_+ − e_−)/2`, with
+//! positions re-centred by the caller (`RotaryEncoding::apply_qk`), so no factor overflows.
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::tensor::Shape;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use cubecl::prelude::*;
+use cubecl::{CubeDim, calculate_cube_count_elemwise};
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn rotary_kernel<F: Float>(
+    x: &Tensor<F>,
+    table: &Tensor<f32>, // [pairs, 4]: f_a, f_b, f_c, xpos log-scale (rotation) | θ_i, 0, 0, 0
+    pos: &Tensor<f32>,   // [1 or batch, seq]
+    scal: &Tensor<f32>,  // [θ', attention factor]
+    out: &mut Tensor<F>,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] key_side: bool,
+    #[comptime] transpose: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let dim = x.shape(3);
+    let slots = dim / 2;
+    let idx = ABSOLUTE_POS;
+    if idx >= out.len() / 2 {
+        terminate!();
+    }
+    let slot = idx % slots;
+    let row = idx / slots;
+    let seq = x.shape(2);
+    let s = row % seq;
+    let b = row / (seq * x.shape(1));
+    let base = row * dim;
+    let pairs = table.shape(0);
+    if slot >= pairs {
+        // pass-through channels (partial rotary)
+        let c = 2 * pairs + 2 * (slot - pairs);
+        out[base + c] = x[base + c];
+        out[base + c + 1] = x[base + c + 1];
+        terminate!();
+    }
+    let mut c1 = slot;
+    let mut c2 = slot + pairs;
+    if interleaved {
+        c1 = 2 * slot;
+        c2 = 2 * slot + 1;
+    }
+    let mut pb = b;
+    if pos.shape(0) == 1 {
+        pb = 0usize;
+    }
+    let p = pos[pb * seq + s];
+    let sigma = if key_side { -1.0f32 } else { 1.0f32 };
+    let t = slot * 4;
+    let (ma, mb, mc, md) = if hyperbolic {
+        let theta = table[t];
+        let tp = scal[0];
+        let ep = (-sigma * p * (tp - theta)).exp();
+        let em = (-sigma * p * (tp + theta)).exp();
+        // carried as (e_+, 0, 0, e_−) so that ma + mb = e_+ and ma − mb = e_− below
+        (ep, 0.0f32, 0.0f32, em)
+    } else {
+        let fa = table[t];
+        let fb = table[t + 1];
+        let fc = table[t + 2];
+        let p1 = (p / 4096.0f32).floor();
+        let p0 = p - p1 * 4096.0f32;
+        let q1 = p1 * 4096.0f32;
+        let ta = p0 * fa;
+        let tb = q1 * fa;
+        let tc = p0 * fb;
+        let td = q1 * fb;
+        let turns = (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
+        let angle = (turns - turns.floor()) * 6.283_185_5f32;
+        let g = scal[1] * (sigma * p * table[t + 3]).exp();
+        let cs = angle.cos() * g;
+        let sn = angle.sin() * g;
+        (cs, -sn, sn, cs)
+    };
+    let (mb, mc) = if transpose { (mc, mb) } else { (mb, mc) };
+    let x1 = f32::cast_from(x[base + c1]);
+    let x2 = f32::cast_from(x[base + c2]);
+    if hyperbolic {
+        // In the boost's eigenbasis: (x1 ± x2)/2 scale by e_± — well conditioned even when
+        // e_+ and e_− differ by many orders of magnitude (a·x1 + b·x2 would cancel).
+        let u = (x1 + x2) * ma;
+        let v = (x1 - x2) * md;
+        out[base + c1] = F::cast_from((u + v) * 0.5f32);
+        out[base + c2] = F::cast_from((u - v) * 0.5f32);
+    } else {
+        out[base + c1] = F::cast_from(ma * x1 + mb * x2);
+        out[base + c2] = F::cast_from(mc * x1 + md * x2);
+    }
+}
+
+/// Whether outputs are NaN-filled before the launch (tests: an unwritten element then fails).
+pub static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[allow(clippy::too_many_arguments)]
+pub fn launch(
+    x: CubeTensor,
+    table: CubeTensor,
+    pos: CubeTensor,
+    scal: CubeTensor,
+    interleaved: bool,
+    hyperbolic: bool,
+    key_side: bool,
+    transpose: bool,
+) -> CubeTensor {
+    use burn::backend::ops::FloatTensorOps;
+    let (x, table, pos, scal) =
+        (into_contiguous(x), into_contiguous(table), into_contiguous(pos), into_contiguous(scal));
+    let shape: Shape = x.meta.shape().clone();
+    let dtype = x.dtype;
+    let out = if POISON.load(std::sync::atomic::Ordering::Relaxed) {
+        let nan = <CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(x.clone(), f32::NAN.into());
+        into_contiguous(nan)
+    } else {
+        empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype)
+    };
+    let threads = out.meta.num_elements() / 2;
+    let cube_dim = CubeDim::new(&x.client, threads);
+    let cube_count = calculate_cube_count_elemwise(&x.client, threads, cube_dim);
+    rotary_kernel::launch(
+        &out.client,
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        table.into_tensor_arg(),
+        pos.into_tensor_arg(),
+        scal.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        interleaved,
+        hyperbolic,
+        key_side,
+        transpose,
+        dtype_to_storage_type(dtype),
+    );
+    out
+}

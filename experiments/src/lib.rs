@@ -1,5 +1,6 @@
 //! pezoo-experiments: the `zoo` command's subcommands as a library (the binary is thin).
 
+pub mod bench;
 pub mod device;
 pub mod eval;
 pub mod inspect;

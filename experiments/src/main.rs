@@ -1,6 +1,6 @@
 //! `zoo`: the pezoo command line.
 
-use pezoo_experiments::{device, inspect, train};
+use pezoo_experiments::{bench, device, inspect, train};
 
 use std::process::ExitCode;
 
@@ -19,6 +19,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Train the LM with any encoding on any device (burn-train Learner, checkpoints, resume).
     Train(train::TrainArgs),
+    /// Benchmarks (run a release build): fused kernels, training throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// List the backends compiled into this binary and what `--device auto` picks.
     Devices,
 }
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a).map(|_| ()),
+        Command::Bench(b) => bench::run(b),
         Command::Devices => devices(),
     };
     match result {

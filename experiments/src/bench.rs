@@ -1,0 +1,245 @@
+//! `zoo bench kernels` and `zoo bench train`: medians over repeated runs after warm-up, with a
+//! device sync before reading the clock. Run on a release build (`cargo run --release`).
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use clap::{Args, Subcommand};
+use pezoo_encodings::rotary::reference;
+use pezoo_encodings::{EncodingConfig, EncodingContext, Side};
+use serde::Serialize;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Fused rotary kernels vs the reference and vs a plain elementwise op (the memory floor).
+    Kernels(KernelArgs),
+    /// Training tokens/s of the LM (manual AdamW loop, no data loading).
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KernelArgs {
+    /// Shapes batch×heads×seq×head_dim, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8x8x512x64,4x16x2048x128")]
+    pub sizes: Vec<String>,
+    /// Encoding to apply (a rotary-class kind or TOML file).
+    #[arg(long, default_value = "rope")]
+    pub encoding: String,
+    #[arg(long, default_value = "wgpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 20)]
+    pub reps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value_t = 256)]
+    pub d: usize,
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value = "rope")]
+    pub encoding: String,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Kernels(a) => kernels(a),
+        BenchCommand::Train(a) => train(a),
+    }
+}
+
+/// Median seconds of `f` over `reps` runs after `warmup`, syncing the device each time.
+fn median(device: &Device, warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+        let _ = device.sync();
+    }
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            let _ = device.sync();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+#[derive(Serialize)]
+struct KernelRow {
+    shape: [usize; 4],
+    fused_fwd_ms: f64,
+    fused_fwd_bwd_ms: f64,
+    reference_fwd_ms: f64,
+    reference_fwd_bwd_ms: f64,
+    floor_fwd_ms: f64,
+    floor_fwd_bwd_ms: f64,
+    speedup_fwd: f64,
+    speedup_fwd_bwd: f64,
+    fused_over_floor_fwd: f64,
+    fused_over_floor_fwd_bwd: f64,
+}
+
+fn parse_shape(s: &str) -> Result<[usize; 4]> {
+    let v: Vec<usize> =
+        s.split('x').map(|p| p.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
+            anyhow::anyhow!("--sizes: `{s}` is not batch×heads×seq×head_dim (e.g. 8x8x512x64)")
+        })?;
+    match v[..] {
+        [b, h, s, d] if b * h * s * d > 0 => Ok([b, h, s, d]),
+        _ => bail!("--sizes: `{s}` is not batch×heads×seq×head_dim (e.g. 8x8x512x64)"),
+    }
+}
+
+fn kernels(a: KernelArgs) -> Result<()> {
+    let (device, picked) = crate::device::select(&a.device)?;
+    let config = EncodingConfig::from_name_or_file(&a.encoding)?;
+    let mut rows = Vec::new();
+    for size in &a.sizes {
+        let [b, h, s, d] = parse_shape(size)?;
+        let ctx = EncodingContext::new(d, h, Some(s));
+        let enc = config.init(&ctx, &device)?;
+        let Some(rot) = enc.as_dyn().rotary().cloned() else {
+            bail!(
+                "--encoding: `{}` is not rotary-class (allowed: rope, p-rope, hope-hf, hope-hyp, xpos)",
+                config.kind()
+            )
+        };
+        let ad = device.clone().autodiff();
+        let rot_ad = config.init(&ctx, &ad)?.as_dyn().rotary().cloned().expect("rotary");
+        let x = Tensor::<4>::random([b, h, s, d], burn::tensor::Distribution::Default, &device);
+        let xa = Tensor::<4>::random([b, h, s, d], burn::tensor::Distribution::Default, &ad).require_grad();
+        let ms = |f: &mut dyn FnMut()| median(&device, a.warmup, a.reps, f) * 1e3;
+        let fused_fwd = ms(&mut || drop(rot.apply(x.clone(), &[0], Side::Query, s)));
+        let ref_fwd = ms(&mut || drop(reference::apply(&rot, x.clone(), &[0], Side::Query, s)));
+        let floor_fwd = ms(&mut || drop(x.clone().mul_scalar(1.5)));
+        let fused_fb = ms(&mut || drop(rot_ad.apply(xa.clone(), &[0], Side::Query, s).sum().backward()));
+        let ref_fb =
+            ms(&mut || drop(reference::apply(&rot_ad, xa.clone(), &[0], Side::Query, s).sum().backward()));
+        let floor_fb = ms(&mut || drop(xa.clone().mul_scalar(1.5).sum().backward()));
+        rows.push(KernelRow {
+            shape: [b, h, s, d],
+            fused_fwd_ms: fused_fwd,
+            fused_fwd_bwd_ms: fused_fb,
+            reference_fwd_ms: ref_fwd,
+            reference_fwd_bwd_ms: ref_fb,
+            floor_fwd_ms: floor_fwd,
+            floor_fwd_bwd_ms: floor_fb,
+            speedup_fwd: ref_fwd / fused_fwd,
+            speedup_fwd_bwd: ref_fb / fused_fb,
+            fused_over_floor_fwd: fused_fwd / floor_fwd,
+            fused_over_floor_fwd_bwd: fused_fb / floor_fb,
+        });
+    }
+    if a.json {
+        println!("{}", serde_json::json!({ "device": picked, "encoding": config.kind(), "rows": rows }));
+        return Ok(());
+    }
+    println!(
+        "device {picked}, encoding {}, median of {} after {} warm-up (ms)",
+        config.kind(),
+        a.reps,
+        a.warmup
+    );
+    println!(
+        "{:>20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} {:>8}",
+        "shape",
+        "fused",
+        "fused+bw",
+        "ref",
+        "ref+bw",
+        "floor",
+        "floor+bw",
+        "ref/fus",
+        "+bw",
+        "fus/flr",
+        "+bw"
+    );
+    for r in &rows {
+        println!(
+            "{:>20} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} | {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            format!("{}x{}x{}x{}", r.shape[0], r.shape[1], r.shape[2], r.shape[3]),
+            r.fused_fwd_ms,
+            r.fused_fwd_bwd_ms,
+            r.reference_fwd_ms,
+            r.reference_fwd_bwd_ms,
+            r.floor_fwd_ms,
+            r.floor_fwd_bwd_ms,
+            r.speedup_fwd,
+            r.speedup_fwd_bwd,
+            r.fused_over_floor_fwd,
+            r.fused_over_floor_fwd_bwd
+        );
+    }
+    Ok(())
+}
+
+fn train(a: TrainBenchArgs) -> Result<()> {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let (device, picked) = crate::device::select(&a.device)?;
+    let mut cfg: pezoo_models::ModelConfig = toml::from_str("").expect("defaults");
+    cfg.d_model = a.d;
+    cfg.n_layers = a.layers;
+    cfg.n_heads = a.heads;
+    cfg.max_seq_len = a.seq;
+    cfg.encoding = EncodingConfig::from_name_or_file(&a.encoding)?;
+    cfg.validate()?;
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let mut model = pezoo_models::Lm::new(&cfg, &ad)?;
+    let mut optim = AdamWConfig::new().init();
+    let mut rng = pezoo_models::corpus::SplitMix(1);
+    let items: Vec<Vec<u32>> =
+        (0..a.batch).map(|_| (0..=a.seq).map(|_| rng.below(256) as u32).collect()).collect();
+    let batch = pezoo_models::LmBatcher.batch(items, &ad);
+    let mut step = || {
+        let (loss, _) = model.loss(batch.inputs.clone(), batch.targets.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-4, model.clone(), grads);
+    };
+    let t = median(&ad, a.warmup, a.steps, &mut step);
+    let tokens = (a.batch * a.seq) as f64 / t;
+    let params = cfg.num_params();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"device": picked, "encoding": cfg.encoding.kind(), "params": params, "d": a.d,
+                "layers": a.layers, "heads": a.heads, "seq": a.seq, "batch": a.batch,
+                "step_s_median": t, "tokens_per_s": tokens})
+        );
+    } else {
+        println!(
+            "device {picked} encoding {} params {params} d={} layers={} heads={} seq={} batch={}: step {:.3}s median, {:.0} tokens/s",
+            cfg.encoding.kind(),
+            a.d,
+            a.layers,
+            a.heads,
+            a.seq,
+            a.batch,
+            t,
+            tokens
+        );
+    }
+    Ok(())
+}

@@ -1,26 +1,184 @@
-//! Evaluation helpers shared by the commands.
+//! `zoo eval`: perplexity vs length on held-out text, with per-position loss curves, from a
+//! training run directory; eval-time RoPE scaling applies to rope models.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use pezoo_models::{Lm, LmBatcher, SequentialWindows};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::activation::log_softmax;
+use clap::Args;
+use pezoo_encodings::EncodingConfig;
+use pezoo_encodings::rotary::scaling::{RopeScaling, RopeType};
+use pezoo_models::{Lm, LmBatcher, SequentialWindows, token_stream};
+use serde::Serialize;
+
+use crate::train::RunConfig;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A `zoo train --out` directory (config.toml + model.safetensors).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Evaluation lengths as multiples of the training length.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub lengths: Vec<usize>,
+    /// Tokens of held-out text per length (windows = tokens / length, at least one).
+    #[arg(long, default_value_t = 16_384)]
+    pub tokens: usize,
+    /// Eval-time RoPE scaling for rope models: linear | ntk | dynamic | yarn | llama3.
+    #[arg(long)]
+    pub rope_scaling: Option<String>,
+    /// The scaling factor s (default: the largest evaluated multiple).
+    #[arg(long)]
+    pub factor: Option<f64>,
+    /// Position buckets of the per-position loss curve.
+    #[arg(long, default_value_t = 16)]
+    pub buckets: usize,
+    /// Longest query block of attention (memory at long lengths).
+    #[arg(long, default_value_t = 512)]
+    pub query_block: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LengthResult {
+    pub multiple: usize,
+    pub length: usize,
+    pub windows: usize,
+    pub loss: f64,
+    pub ppl: f64,
+    /// Mean loss per position bucket (bucket i covers positions [i·L/B, (i+1)·L/B)).
+    pub per_position: Vec<f64>,
+}
 
 /// Mean next-token cross-entropy (nats) over up to `max_windows` non-overlapping windows.
-pub fn mean_loss(
+pub fn mean_loss(model: &Lm, tokens: &Arc<Vec<u32>>, seq: usize, max_windows: usize, device: &Device) -> f64 {
+    let (per_pos, n) = position_losses(model, tokens, seq, max_windows, None, device);
+    if n == 0 { f64::NAN } else { per_pos.iter().sum::<f64>() / per_pos.len() as f64 }
+}
+
+/// Mean loss at each position 0..seq over the windows, and the number of windows used.
+pub fn position_losses(
     model: &Lm,
-    tokens: &std::sync::Arc<Vec<u32>>,
+    tokens: &Arc<Vec<u32>>,
     seq: usize,
     max_windows: usize,
+    query_block: Option<usize>,
     device: &Device,
-) -> f64 {
+) -> (Vec<f64>, usize) {
     use burn::data::dataloader::batcher::Batcher;
     use burn::data::dataset::Dataset;
     let windows = SequentialWindows::new(tokens.clone(), seq, max_windows);
-    let (mut total, mut n) = (0.0, 0usize);
+    let mut sums = vec![0f64; seq];
+    let per_batch = (8 * 256 / seq).max(1);
     let items: Vec<Vec<u32>> = (0..windows.len()).map(|i| windows.get(i).expect("in range")).collect();
-    for chunk in items.chunks(8) {
+    for chunk in items.chunks(per_batch) {
         let batch = LmBatcher.batch(chunk.to_vec(), device);
-        let (loss, _) = model.loss(batch.inputs, batch.targets);
-        total += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
-        n += chunk.len();
+        let [b, s] = batch.targets.dims();
+        let (logits, _) = model.forward_full(batch.inputs, 0, query_block, false);
+        let logp = log_softmax(logits, 2); // [b, s, vocab]
+        let nll = logp.gather(2, batch.targets.reshape([b, s, 1])).neg().reshape([b, s]);
+        let v = nll.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 losses");
+        for (i, x) in v.iter().enumerate() {
+            sums[i % s] += *x as f64;
+        }
     }
-    total / n.max(1) as f64
+    let n = items.len();
+    (sums.into_iter().map(|x| x / n.max(1) as f64).collect(), n)
+}
+
+pub fn load_run(run: &std::path::Path) -> Result<RunConfig> {
+    let path = run.join("config.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("--run: cannot read {}", path.display()))?;
+    RunConfig::from_toml(&text, &path.display().to_string())
+}
+
+pub fn load_model(run: &std::path::Path, cfg: &RunConfig, device: &Device) -> Result<Lm> {
+    let mut model = Lm::new(&cfg.model, device)?;
+    let weights = run.join("model.safetensors");
+    if !weights.exists() {
+        bail!(
+            "--run: {} is missing (the run has not finished; `zoo train --resume` completes it)",
+            weights.display()
+        );
+    }
+    model
+        .load_from(&mut SafetensorsStore::from_file(&weights))
+        .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", weights.display()))?;
+    Ok(model)
+}
+
+pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
+    let mut cfg = load_run(&a.run)?;
+    let train_len = cfg.model.max_seq_len;
+    if a.lengths.is_empty() || a.lengths.contains(&0) {
+        bail!("--lengths: multiples of the training length must be ≥ 1");
+    }
+    if let Some(kind) = &a.rope_scaling {
+        let rope_type: RopeType =
+            serde_json::from_value(serde_json::Value::String(kind.clone())).map_err(|_| {
+                anyhow::anyhow!("--rope-scaling: `{kind}` (allowed: linear, ntk, dynamic, yarn, llama3)")
+            })?;
+        let EncodingConfig::Rope(rope) = &mut cfg.model.encoding else {
+            bail!("--rope-scaling applies to rope models; this run uses `{}`", cfg.model.encoding.kind());
+        };
+        let mut s = RopeScaling::new(rope_type, a.factor.unwrap_or(*a.lengths.iter().max().unwrap() as f64));
+        s.original_max_position_embeddings = Some(train_len);
+        rope.rope_scaling = Some(s);
+        cfg.model.validate()?;
+    }
+    let (device, picked) = crate::device::select(&a.device)?;
+    let model = load_model(&a.run, &cfg, &device)?;
+    let corpus = crate::train::corpus(&cfg)?;
+    let tokens = Arc::new(token_stream(&corpus.valid));
+    println!(
+        "eval {} ({}) on {picked}: {} held-out tokens, train length {train_len}",
+        a.run.display(),
+        cfg.model.encoding.kind(),
+        tokens.len()
+    );
+    let mut results = Vec::new();
+    for &k in &a.lengths {
+        let len = k * train_len;
+        if let Err(e) = model.check_len(0, len) {
+            println!("{:>4}× {len:>6}: skipped ({e})", k);
+            continue;
+        }
+        if tokens.len() < len + 1 {
+            println!("{:>4}× {len:>6}: skipped (held-out text has {} tokens)", k, tokens.len());
+            continue;
+        }
+        let max_windows = (a.tokens / len).max(1);
+        let (per_pos, n) = position_losses(&model, &tokens, len, max_windows, Some(a.query_block), &device);
+        let loss = per_pos.iter().sum::<f64>() / len as f64;
+        let b = a.buckets.clamp(1, len);
+        let per_position: Vec<f64> = (0..b)
+            .map(|i| {
+                let (lo, hi) = (i * len / b, ((i + 1) * len / b).max(i * len / b + 1));
+                per_pos[lo..hi].iter().sum::<f64>() / (hi - lo) as f64
+            })
+            .collect();
+        println!("{:>4}× {len:>6}: loss {loss:.4}  ppl {:>10.3}  ({n} windows)", k, loss.exp());
+        results.push(LengthResult {
+            multiple: k,
+            length: len,
+            windows: n,
+            loss,
+            ppl: loss.exp(),
+            per_position,
+        });
+    }
+    let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
+    let json = serde_json::to_string_pretty(&results)?;
+    crate::train::write_atomic(&a.run.join(format!("eval{suffix}.json")), json.as_bytes())?;
+    let mut csv = String::from("multiple,length,windows,loss,ppl\n");
+    for r in &results {
+        csv.push_str(&format!("{},{},{},{},{}\n", r.multiple, r.length, r.windows, r.loss, r.ppl));
+    }
+    crate::train::write_atomic(&a.run.join(format!("ppl_vs_length{suffix}.csv")), csv.as_bytes())?;
+    Ok(results)
 }

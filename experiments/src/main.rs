@@ -1,6 +1,6 @@
 //! `zoo`: the pezoo command line.
 
-use pezoo_experiments::{bench, device, inspect, train};
+use pezoo_experiments::{bench, device, eval, inspect, train};
 
 use std::process::ExitCode;
 
@@ -19,6 +19,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Train the LM with any encoding on any device (burn-train Learner, checkpoints, resume).
     Train(train::TrainArgs),
+    /// Perplexity vs length (and per-position loss) of a trained run on held-out text.
+    Eval(eval::EvalArgs),
     /// Benchmarks (run a release build): fused kernels, training throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a).map(|_| ()),
+        Command::Eval(a) => eval::run(a).map(|_| ()),
         Command::Bench(b) => bench::run(b),
         Command::Devices => devices(),
     };

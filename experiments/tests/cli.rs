@@ -123,6 +123,43 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let first_step: usize = rows[0][0].parse().unwrap();
     assert!(first_step > 20, "resumed after the checkpoint, at step {first_step}");
     assert!(first_loss < 4.0, "resumed loss {first_loss} continues from the checkpoint");
+
+    // zoo eval on the finished run: at 1× the training length over the same 8 held-out windows
+    // (valid_batches × batch_size), perplexity equals the one training reported.
+    let reported: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("done in ")?.split("valid loss ").nth(1)?.split(' ').next()?.parse().ok()
+        })
+        .expect("final valid loss line");
+    let ev = run(&[
+        "eval",
+        "--run",
+        out.to_str().unwrap(),
+        "--lengths",
+        "1,2",
+        "--tokens",
+        "256",
+        "--device",
+        "flex",
+    ]);
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let one = &results[0];
+    assert_eq!((one["length"].as_u64(), one["windows"].as_u64()), (Some(32), Some(8)));
+    assert!((one["loss"].as_f64().unwrap() - reported).abs() < 1e-3, "eval {one} vs training's {reported}");
+    assert_eq!(results[1]["length"].as_u64(), Some(64));
+    assert_eq!(one["per_position"].as_array().unwrap().len(), 16);
+    let mean: f64 =
+        one["per_position"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / 16.0;
+    assert!((mean - one["loss"].as_f64().unwrap()).abs() < 1e-6, "equal buckets average to the loss");
+    assert!(out.join("ppl_vs_length.csv").exists());
+    assert_one_line_error(
+        &run(&["eval", "--run", out.to_str().unwrap(), "--rope-scaling", "bogus"]),
+        &["--rope-scaling", "yarn"],
+    );
+    assert_one_line_error(&run(&["eval", "--run", dir.to_str().unwrap()]), &["--run", "config.toml"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

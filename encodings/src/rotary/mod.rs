@@ -31,6 +31,46 @@ use crate::error::{ConfigError, Result};
 use crate::inspect::{AtDistance, Inspection, PairInfo};
 use crate::registry::{EncodingClass, EncodingContext, PositionalEncoding};
 
+/// Whether `device` runs this crate's fused CubeCL kernels (a CubeCL device, compiled in).
+pub fn fused_available(device: &Device) -> bool {
+    #[cfg(feature = "cube")]
+    return fused::is_cube(device);
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Benchmark floor: `x·1.5` as a plain elementwise CubeCL kernel launched like the fused
+/// rotary kernel; `None` where [`fused_available`] is false.
+pub fn elementwise_floor(x: Tensor<4>) -> Option<Tensor<4>> {
+    #[cfg(feature = "cube")]
+    if fused::is_cube(&x.device()) {
+        return Some(fused::elementwise_floor(x));
+    }
+    let _ = x;
+    None
+}
+
+/// Fused forward then the backward kernel (Mᵀ) on its output, without autodiff bookkeeping:
+/// the kernel-only cost of a training step's rotary map; `None` where not fused.
+pub fn fused_forward_backward(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    starts: &[i64],
+    side: Side,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "cube")]
+    if fused::is_cube(&x.device()) {
+        let s = x.dims()[2];
+        let y = fused::apply(enc, x, starts, side, s);
+        return Some(fused::apply_transposed(enc, y, starts, side, s));
+    }
+    let _ = (enc, x, starts, side);
+    None
+}
+
 /// Which channels form pair i.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

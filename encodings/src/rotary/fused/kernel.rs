@@ -29,26 +29,34 @@ fn rotary_kernel<F: Float>(
     #[comptime] hyperbolic: bool,
     #[comptime] key_side: bool,
     #[comptime] transpose: bool,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let dim = x.shape(3);
     let slots = dim / 2;
+    let heads = x.shape(1);
+    let seq = x.shape(2);
     let idx = ABSOLUTE_POS;
-    if idx >= out.len() / 2 {
+    if idx >= out.len() / (2 * heads) {
         terminate!();
     }
+    // One thread per (batch, position, pair slot); the map is built once and applied to every
+    // head, so sin/cos/exp are amortised over the heads.
     let slot = idx % slots;
-    let row = idx / slots;
-    let seq = x.shape(2);
-    let s = row % seq;
-    let b = row / (seq * x.shape(1));
-    let base = row * dim;
+    let bs = idx / slots;
+    let s = bs % seq;
+    let b = bs / seq;
     let pairs = table.shape(0);
+    let head_stride = seq * dim;
+    let row0 = (b * heads * seq + s) * dim;
     if slot >= pairs {
         // pass-through channels (partial rotary)
         let c = 2 * pairs + 2 * (slot - pairs);
-        out[base + c] = x[base + c];
-        out[base + c + 1] = x[base + c + 1];
+        for h in 0..heads {
+            let base = row0 + h * head_stride;
+            out[base + c] = x[base + c];
+            out[base + c + 1] = x[base + c + 1];
+        }
         terminate!();
     }
     let mut c1 = slot;
@@ -69,7 +77,7 @@ fn rotary_kernel<F: Float>(
         let tp = scal[0];
         let ep = (-sigma * p * (tp - theta)).exp();
         let em = (-sigma * p * (tp + theta)).exp();
-        // carried as (e_+, 0, 0, e_−) so that ma + mb = e_+ and ma − mb = e_− below
+        // carried as (e_+, 0, 0, e_−); applied in the boost's eigenbasis below
         (ep, 0.0f32, 0.0f32, em)
     } else {
         let fa = table[t];
@@ -84,25 +92,60 @@ fn rotary_kernel<F: Float>(
         let td = q1 * fb;
         let turns = (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
         let angle = (turns - turns.floor()) * 6.283_185_5f32;
-        let g = scal[1] * (sigma * p * table[t + 3]).exp();
+        let mut g = scal[1];
+        if scaled {
+            g *= (sigma * p * table[t + 3]).exp();
+        }
         let cs = angle.cos() * g;
         let sn = angle.sin() * g;
         (cs, -sn, sn, cs)
     };
     let (mb, mc) = if transpose { (mc, mb) } else { (mb, mc) };
-    let x1 = f32::cast_from(x[base + c1]);
-    let x2 = f32::cast_from(x[base + c2]);
-    if hyperbolic {
-        // In the boost's eigenbasis: (x1 ± x2)/2 scale by e_± — well conditioned even when
-        // e_+ and e_− differ by many orders of magnitude (a·x1 + b·x2 would cancel).
-        let u = (x1 + x2) * ma;
-        let v = (x1 - x2) * md;
-        out[base + c1] = F::cast_from((u + v) * 0.5f32);
-        out[base + c2] = F::cast_from((u - v) * 0.5f32);
-    } else {
-        out[base + c1] = F::cast_from(ma * x1 + mb * x2);
-        out[base + c2] = F::cast_from(mc * x1 + md * x2);
+    for h in 0..heads {
+        let base = row0 + h * head_stride;
+        let x1 = f32::cast_from(x[base + c1]);
+        let x2 = f32::cast_from(x[base + c2]);
+        if hyperbolic {
+            // (x1 ± x2)/2 scale by e_±: well conditioned even when e_+ and e_− differ by many
+            // orders of magnitude (a·x1 + b·x2 would cancel).
+            let u = (x1 + x2) * ma;
+            let v = (x1 - x2) * md;
+            out[base + c1] = F::cast_from((u + v) * 0.5f32);
+            out[base + c2] = F::cast_from((u - v) * 0.5f32);
+        } else {
+            out[base + c1] = F::cast_from(ma * x1 + mb * x2);
+            out[base + c2] = F::cast_from(mc * x1 + md * x2);
+        }
     }
+}
+
+/// The memory-bound floor for benchmarks: `out = x·c`, one thread per element, launched like the
+/// rotary kernel (so both pay the same launch and memory path).
+#[cube(launch)]
+fn scale_kernel<F: Float>(x: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
+    let i = ABSOLUTE_POS;
+    if i >= out.len() {
+        terminate!();
+    }
+    out[i] = x[i] * F::new(1.5f32);
+}
+
+pub fn launch_scale(x: CubeTensor) -> CubeTensor {
+    let x = into_contiguous(x);
+    let dtype = x.dtype;
+    let out = empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), dtype);
+    let n = out.meta.num_elements();
+    let cube_dim = CubeDim::new(&x.client, n);
+    let cube_count = calculate_cube_count_elemwise(&x.client, n, cube_dim);
+    scale_kernel::launch(
+        &out.client,
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dtype_to_storage_type(dtype),
+    );
+    out
 }
 
 /// Whether outputs are NaN-filled before the launch (tests: an unwritten element then fails).
@@ -118,11 +161,13 @@ pub fn launch(
     hyperbolic: bool,
     key_side: bool,
     transpose: bool,
+    scaled: bool,
 ) -> CubeTensor {
     use burn::backend::ops::FloatTensorOps;
     let (x, table, pos, scal) =
         (into_contiguous(x), into_contiguous(table), into_contiguous(pos), into_contiguous(scal));
     let shape: Shape = x.meta.shape().clone();
+    let shape_heads = shape[1].max(1);
     let dtype = x.dtype;
     let out = if POISON.load(std::sync::atomic::Ordering::Relaxed) {
         let nan = <CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(x.clone(), f32::NAN.into());
@@ -130,7 +175,7 @@ pub fn launch(
     } else {
         empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype)
     };
-    let threads = out.meta.num_elements() / 2;
+    let threads = out.meta.num_elements() / (2 * shape_heads);
     let cube_dim = CubeDim::new(&x.client, threads);
     let cube_count = calculate_cube_count_elemwise(&x.client, threads, cube_dim);
     rotary_kernel::launch(
@@ -146,6 +191,7 @@ pub fn launch(
         hyperbolic,
         key_side,
         transpose,
+        scaled,
         dtype_to_storage_type(dtype),
     );
     out

@@ -38,7 +38,14 @@ pub trait RotaryBackend: Backend {
         hyperbolic: bool,
         key_side: bool,
         transpose: bool,
+        scaled: bool,
     ) -> FloatTensor<Self>;
+
+    /// Benchmark floor: a plain elementwise `x·1.5` launched like the rotary kernel. Not
+    /// differentiable (benchmarks time its forward; the backward of an elementwise map is one
+    /// more such pass).
+    #[fusion(dtype = x, shape = x)]
+    fn elementwise_floor(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl RotaryBackend for CubeBackend {
@@ -51,8 +58,13 @@ impl RotaryBackend for CubeBackend {
         hyperbolic: bool,
         key_side: bool,
         transpose: bool,
+        scaled: bool,
     ) -> FloatTensor<Self> {
-        kernel::launch(x, table, pos, scal, interleaved, hyperbolic, key_side, transpose)
+        kernel::launch(x, table, pos, scal, interleaved, hyperbolic, key_side, transpose, scaled)
+    }
+
+    fn elementwise_floor(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        kernel::launch_scale(x)
     }
 }
 
@@ -62,9 +74,14 @@ struct Flags {
     hyperbolic: bool,
     key_side: bool,
     transpose: bool,
+    scaled: bool,
 }
 
 impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
+    fn elementwise_floor(_x: FloatTensor<Self>) -> FloatTensor<Self> {
+        panic!("elementwise_floor is a benchmark primitive without a backward: call it outside autodiff")
+    }
+
     fn rotary_map(
         x: FloatTensor<Self>,
         table: FloatTensor<Self>,
@@ -74,6 +91,7 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
         hyperbolic: bool,
         key_side: bool,
         transpose: bool,
+        scaled: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct RotaryBackward;
@@ -125,13 +143,14 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
                         f.hyperbolic,
                         f.key_side,
                         !f.transpose,
+                        f.scaled,
                     );
                     grads.register::<B>(node.id, gx);
                 }
             }
         }
 
-        let flags = Flags { interleaved, hyperbolic, key_side, transpose };
+        let flags = Flags { interleaved, hyperbolic, key_side, transpose, scaled };
         let need_out = hyperbolic && scal.is_tracked();
         match RotaryBackward.prepare::<C>([x.node(), scal.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
@@ -145,6 +164,7 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
                     hyperbolic,
                     key_side,
                     transpose,
+                    scaled,
                 );
                 let kept = need_out.then(|| out.clone());
                 prep.finish((ids.0, ids.1, ids.2, kept, flags), out)
@@ -158,9 +178,15 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
                 hyperbolic,
                 key_side,
                 transpose,
+                scaled,
             )),
         }
     }
+}
+
+/// [`RotaryBackend::elementwise_floor`] on a tensor (benchmarks; CubeCL devices, no autodiff).
+pub fn elementwise_floor(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::elementwise_floor(x.into_dispatch()))
 }
 
 /// Whether `device` runs CubeCL kernels (directly or under autodiff).
@@ -184,6 +210,29 @@ pub fn apply(
     starts: &[i64],
     side: Side,
     context_len: usize,
+) -> Tensor<4> {
+    launch(enc, x, starts, side, context_len, false)
+}
+
+/// The transposed map Mᵀx — what the backward pass applies to the output gradient. Exposed for
+/// benchmarks (kernel-only forward + backward) and tests.
+pub fn apply_transposed(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    starts: &[i64],
+    side: Side,
+    context_len: usize,
+) -> Tensor<4> {
+    launch(enc, x, starts, side, context_len, true)
+}
+
+fn launch(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    starts: &[i64],
+    side: Side,
+    context_len: usize,
+    transpose: bool,
 ) -> Tensor<4> {
     let spec = enc.spec();
     let [batch, _, seq, dim] = x.dims();
@@ -220,6 +269,7 @@ pub fn apply(
         spec.layout == super::Layout::Interleaved,
         hyperbolic,
         side == Side::Key,
-        false,
+        transpose,
+        spec.xpos.is_some(),
     ))
 }

@@ -41,6 +41,12 @@ pub struct EvalArgs {
     pub query_block: usize,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Passkey trials per (length, depth); 0 skips the passkey grid.
+    #[arg(long, default_value_t = 4)]
+    pub passkey_trials: usize,
+    /// Passkey depths (0 = start, 1 = just before the question).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    pub depths: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,6 +177,27 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
             ppl: loss.exp(),
             per_position,
         });
+    }
+    if a.passkey_trials > 0 {
+        let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
+        let cells = crate::passkey::passkey_grid(
+            &model,
+            &lens,
+            &a.depths,
+            a.passkey_trials,
+            cfg.train.seed,
+            Some(a.query_block),
+            &device,
+        );
+        println!("passkey accuracy (rows: length, columns: depth {:?})", a.depths);
+        for &len in &lens {
+            let row: Vec<String> =
+                cells.iter().filter(|c| c.length == len).map(|c| format!("{:.2}", c.accuracy)).collect();
+            println!("{len:>8}  {}", row.join("  "));
+        }
+        let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&cells)?;
+        crate::train::write_atomic(&a.run.join(format!("passkey{suffix}.json")), json.as_bytes())?;
     }
     let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
     let json = serde_json::to_string_pretty(&results)?;

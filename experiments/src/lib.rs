@@ -4,4 +4,5 @@ pub mod bench;
 pub mod device;
 pub mod eval;
 pub mod inspect;
+pub mod passkey;
 pub mod train;

@@ -51,9 +51,10 @@ const COLORS: &[&str] = &["red", "blue", "green", "black", "white", "gold", "gre
 const THINGS: &[&str] = &["key", "door", "lamp", "box", "book", "coin", "map", "ring"];
 const PLACES: &[&str] = &["hall", "garden", "tower", "market", "river", "forest"];
 
-/// One synthetic document (~`len` bytes): facts stated early (`the code of bob is 4821.`),
-/// local grammar in between, spans to copy (`copy: …` then `again: …`), and recalls of the facts
-/// at the end — so both perplexity and long-range retrieval are meaningful.
+/// One synthetic document (~`len` bytes): facts stated early (`the code of bob is 4821.`) and
+/// recalled at the end, local facts recalled a few sentences later, local grammar in between, and
+/// spans to copy (`copy: …` then `again: …`) — so both perplexity and retrieval (at short and long
+/// range) are meaningful.
 pub fn synthetic_document(rng: &mut SplitMix, len: usize) -> String {
     let mut doc = String::new();
     let facts: Vec<(&str, u32)> = (0..3).map(|_| (rng.pick(NAMES), 1000 + rng.below(9000) as u32)).collect();
@@ -61,6 +62,7 @@ pub fn synthetic_document(rng: &mut SplitMix, len: usize) -> String {
         doc.push_str(&format!("the code of {name} is {code}.\n"));
     }
     let mut pending_copy: Option<String> = None;
+    let mut local: Vec<(&str, u32)> = Vec::new();
     while doc.len() < len {
         match rng.below(12) {
             0 if pending_copy.is_none() => {
@@ -70,6 +72,16 @@ pub fn synthetic_document(rng: &mut SplitMix, len: usize) -> String {
             }
             1 if pending_copy.is_some() => {
                 doc.push_str(&format!("again: {}.\n", pending_copy.take().unwrap()));
+            }
+            // local facts, recalled a few sentences later (retrieval within a training window)
+            2 if local.len() < 2 => {
+                let fact = (rng.pick(NAMES), 1000 + rng.below(9000) as u32);
+                doc.push_str(&format!("the code of {} is {}.\n", fact.0, fact.1));
+                local.push(fact);
+            }
+            3 if !local.is_empty() => {
+                let (name, code) = local.remove(rng.below(local.len()));
+                doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
             }
             _ => {
                 let (n, v, c, t, p) =

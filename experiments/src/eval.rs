@@ -12,7 +12,7 @@ use clap::Args;
 use pezoo_encodings::EncodingConfig;
 use pezoo_encodings::rotary::scaling::{RopeScaling, RopeType};
 use pezoo_models::{Lm, LmBatcher, SequentialWindows, token_stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::train::RunConfig;
 
@@ -49,7 +49,7 @@ pub struct EvalArgs {
     pub depths: Vec<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LengthResult {
     pub multiple: usize,
     pub length: usize,

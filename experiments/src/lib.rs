@@ -1,8 +1,10 @@
 //! pezoo-experiments: the `zoo` command's subcommands as a library (the binary is thin).
 
 pub mod bench;
+pub mod compare;
 pub mod device;
 pub mod eval;
 pub mod inspect;
 pub mod passkey;
+pub mod report;
 pub mod train;

@@ -1,6 +1,6 @@
 //! `zoo`: the pezoo command line.
 
-use pezoo_experiments::{bench, device, eval, inspect, train};
+use pezoo_experiments::{bench, compare, device, eval, inspect, train};
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Perplexity vs length (and per-position loss) of a trained run on held-out text.
     Eval(eval::EvalArgs),
+    /// Train each encoding × seed, evaluate, and write report.md with tables and SVG plots.
+    Compare(compare::CompareArgs),
     /// Benchmarks (run a release build): fused kernels, training throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a).map(|_| ()),
         Command::Eval(a) => eval::run(a).map(|_| ()),
+        Command::Compare(a) => compare::run(a).map(|_| ()),
         Command::Bench(b) => bench::run(b),
         Command::Devices => devices(),
     };

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use pezoo_models::corpus::{SplitMix, synthetic_document};
 use pezoo_models::{ByteTokenizer, Lm};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One prompt: tokens, the expected answer, and where the fact sentence starts.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub fn generate(
     out
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PasskeyCell {
     pub length: usize,
     pub depth: f64,

@@ -195,3 +195,63 @@ fn bad_configs_and_data_are_one_line_errors() {
     assert_one_line_error(&run(&["train", "--encoding", "rotary", "--out", o]), &["unknown encoding"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compare_micro_writes_every_file_and_resumes() {
+    let dir = tmp("compare");
+    let out = dir.join("cmp");
+    let args = [
+        "compare",
+        "--preset",
+        "micro",
+        "--encodings",
+        "nope,rope,alibi",
+        "--seeds",
+        "2",
+        "--lengths",
+        "1,2",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "flex",
+    ];
+    let first = run(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    for f in ["report.md", "results.csv", "ppl_vs_length.svg", "preset.toml"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    for enc in ["nope", "rope", "alibi"] {
+        for seed in 0..2 {
+            let r = out.join(enc).join(format!("seed{seed}"));
+            for f in ["model.safetensors", "eval.json", "passkey.json", "metrics.csv", "config.toml"] {
+                assert!(r.join(f).exists(), "{enc}/seed{seed}/{f}");
+            }
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 2 * 2, "encoding × seed × length rows");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["| nope |", "| rope |", "| alibi |", "ppl_vs_length.svg", "Passkey"] {
+        assert!(report.contains(needle), "report lacks {needle}");
+    }
+    let svg = std::fs::read_to_string(out.join("ppl_vs_length.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "an SVG document");
+    assert_eq!(svg.matches("<svg").count(), 1);
+    assert!(svg.matches("<polyline").count() >= 3, "one line per encoding");
+    // different seeds give different models
+    let seed_loss =
+        |s: u32| std::fs::read_to_string(out.join("rope").join(format!("seed{s}/eval.json"))).unwrap();
+    assert_ne!(seed_loss(0), seed_loss(1));
+
+    let again = run(&args);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success());
+    assert_eq!(stdout.matches("trained, skipping").count(), 6, "{stdout}");
+    assert!(!stdout.contains("unigram entropy"), "nothing retrained");
+    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv, "same numbers");
+    assert_one_line_error(
+        &run(&["compare", "--preset", "huge", "--out", out.to_str().unwrap()]),
+        &["--preset", "micro, quick, small"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

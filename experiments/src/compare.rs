@@ -1,0 +1,181 @@
+//! `zoo compare`: trains each encoding for each seed, evaluates, and writes `report.md` with
+//! tables (mean ± spread over seeds), CSVs of every number and SVG plots. Re-running skips
+//! finished runs and resumes interrupted ones.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::eval::{EvalArgs, LengthResult};
+use crate::passkey::PasskeyCell;
+use crate::train::{TrainArgs, write_atomic};
+
+const PRESETS: &[(&str, &str)] = &[
+    ("micro", include_str!("../configs/micro.toml")),
+    ("quick", include_str!("../configs/quick.toml")),
+    ("small", include_str!("../configs/small.toml")),
+];
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// micro (a minute) | quick (well under an hour on 2 cores) | small (a real experiment).
+    #[arg(long, default_value = "quick")]
+    pub preset: String,
+    #[arg(long, value_delimiter = ',', default_value = "nope,rope,hope-hf,hope-hyp,alibi,p-rope")]
+    pub encodings: Vec<String>,
+    /// Number of seeds per encoding (seeds 0, 1, …).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Evaluation lengths as multiples of the training length.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub lengths: Vec<usize>,
+    #[arg(long, default_value = "runs/compare")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Override the preset's data (a file or directory of .txt files).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    encoding: String,
+    seed: u64,
+    multiple: usize,
+    length: usize,
+    loss: f64,
+    ppl: f64,
+    passkey: f64,
+    tokens_per_s: f64,
+}
+
+/// Mean training tokens/s from a run's `metrics.csv`.
+fn tokens_per_s(run: &Path) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
+    let v: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains(",train,"))
+        .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+        .collect();
+    if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+fn mean_spread(v: &[f64]) -> (f64, f64) {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    (m, (hi - lo) / 2.0)
+}
+
+pub fn run(a: CompareArgs) -> Result<PathBuf> {
+    let Some((_, preset)) = PRESETS.iter().find(|(n, _)| *n == a.preset) else {
+        bail!("--preset: unknown preset `{}` (allowed: micro, quick, small)", a.preset);
+    };
+    if a.seeds == 0 || a.encodings.is_empty() {
+        bail!("--seeds and --encodings: at least one of each is required");
+    }
+    for e in &a.encodings {
+        pezoo_encodings::EncodingConfig::from_name_or_file(e)?;
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let preset_path = a.out.join("preset.toml");
+    write_atomic(&preset_path, preset.as_bytes())?;
+    let total = a.encodings.len() as u64 * a.seeds;
+    let mut rows = Vec::new();
+    let mut done = 0;
+    for enc in &a.encodings {
+        for seed in 0..a.seeds {
+            done += 1;
+            let run = a.out.join(enc.replace(['/', '.'], "_")).join(format!("seed{seed}"));
+            let finished = run.join("model.safetensors").exists();
+            println!(
+                "[{done}/{total}] {enc} seed {seed}: {}",
+                if finished { "trained, skipping" } else { "training" }
+            );
+            if !finished {
+                crate::train::run(TrainArgs {
+                    config: Some(preset_path.clone()),
+                    encoding: Some(enc.clone()),
+                    data: a.data.clone(),
+                    steps: None,
+                    seed: Some(seed),
+                    out: run.clone(),
+                    device: a.device.clone(),
+                    resume: run.join("checkpoint").exists(),
+                    tui: false,
+                })?;
+            }
+            if !(finished && run.join("eval.json").exists() && run.join("passkey.json").exists()) {
+                crate::eval::run(EvalArgs {
+                    run: run.clone(),
+                    lengths: a.lengths.clone(),
+                    tokens: 8192,
+                    rope_scaling: None,
+                    factor: None,
+                    buckets: 16,
+                    query_block: 512,
+                    device: a.device.clone(),
+                    passkey_trials: 2,
+                    depths: vec![0.0, 0.5, 1.0],
+                })?;
+            }
+            let read = |name: &str| -> Result<String> {
+                std::fs::read_to_string(run.join(name))
+                    .with_context(|| format!("reading {}", run.join(name).display()))
+            };
+            let ppl: Vec<LengthResult> = serde_json::from_str(&read("eval.json")?)?;
+            let passkey: Vec<PasskeyCell> = serde_json::from_str(&read("passkey.json")?)?;
+            let tps = tokens_per_s(&run);
+            for r in &ppl {
+                let cells: Vec<&PasskeyCell> = passkey.iter().filter(|c| c.length == r.length).collect();
+                let acc = cells.iter().map(|c| c.accuracy).sum::<f64>() / cells.len().max(1) as f64;
+                rows.push(Row {
+                    encoding: enc.clone(),
+                    seed,
+                    multiple: r.multiple,
+                    length: r.length,
+                    loss: r.loss,
+                    ppl: r.ppl,
+                    passkey: acc,
+                    tokens_per_s: tps,
+                });
+            }
+        }
+    }
+    let mut csv = String::from("encoding,seed,multiple,length,loss,ppl,passkey,tokens_per_s\n");
+    for r in &rows {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            r.encoding, r.seed, r.multiple, r.length, r.loss, r.ppl, r.passkey, r.tokens_per_s
+        ));
+    }
+    write_atomic(&a.out.join("results.csv"), csv.as_bytes())?;
+    let report =
+        crate::report::write(&a.out, &a.preset, &a.encodings, &a.lengths, &rows_view(&rows), a.seeds)?;
+    println!("report: {}", report.display());
+    Ok(report)
+}
+
+/// (encoding, multiple, ppl, passkey, tokens/s) tuples for the report.
+fn rows_view(rows: &[Row]) -> Vec<crate::report::Point> {
+    rows.iter()
+        .map(|r| crate::report::Point {
+            encoding: r.encoding.clone(),
+            multiple: r.multiple,
+            ppl: r.ppl,
+            passkey: r.passkey,
+            tokens_per_s: r.tokens_per_s,
+        })
+        .collect()
+}
+
+pub(crate) fn summarise(v: &[f64]) -> String {
+    let (m, s) = mean_spread(v);
+    if m.is_nan() { "–".into() } else { format!("{m:.3} ± {s:.3}") }
+}

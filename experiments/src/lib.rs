@@ -1,5 +1,6 @@
 //! pezoo-experiments: the `zoo` command's subcommands as a library (the binary is thin).
 
+pub mod analyze;
 pub mod bench;
 pub mod compare;
 pub mod device;

@@ -160,6 +160,18 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
         &["--rope-scaling", "yarn"],
     );
     assert_one_line_error(&run(&["eval", "--run", dir.to_str().unwrap()]), &["--run", "config.toml"]);
+
+    // zoo analyze: one profile per layer, a distance profile per length, weights that sum right
+    let an = run(&["analyze", "--run", out.to_str().unwrap(), "--lengths", "1,2", "--device", "flex"]);
+    assert!(an.status.success(), "{}", String::from_utf8_lossy(&an.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analyze.json")).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["layers"].as_array().unwrap().len(), 1, "micro has one layer");
+    let bins: f64 =
+        v[0]["layers"][0]["relative_bins"].as_array().unwrap().iter().map(|b| b.as_f64().unwrap()).sum();
+    assert!((bins - 1.0).abs() < 1e-4, "each query's attention sums to 1 over the bins: {bins}");
+    assert_eq!(v[1]["by_distance"].as_array().unwrap().len(), 64);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

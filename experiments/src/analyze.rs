@@ -54,7 +54,7 @@ pub struct AnalyzeResult {
 pub fn profile(p: &[f32], count: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
     let mut by_d = vec![0f64; s];
     let mut n_d = vec![0usize; s];
-    let mut bins = vec![0f64; 10];
+    let mut bins = [0f64; 10];
     let mut n_q = 0usize;
     for w in 0..count {
         for m in 0..s {

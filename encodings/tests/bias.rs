@@ -50,6 +50,7 @@ fn t5_bucket_ref(delta: i64) -> usize {
 
 #[test]
 fn t5_bias_reads_the_table_by_bucket_and_its_gradient_counts_hits() {
+    let _rng = rng_lock();
     let (h, q, k) = (3, 5..205, 0..205);
     let ad = ad_device();
     let enc = build("kind = \"t5\"", &EncodingContext::new(8, h, None), &ad);
@@ -122,6 +123,7 @@ fn kerple_log_and_power_match_and_their_gradients_are_analytic() {
 
 #[test]
 fn fire_matches_its_formula_and_c_gradient_matches_finite_differences() {
+    let _rng = rng_lock();
     let ctx = EncodingContext::new(8, 2, Some(4));
     let dev = device();
     let fire =
@@ -162,6 +164,7 @@ fn fire_matches_its_formula_and_c_gradient_matches_finite_differences() {
 
 #[test]
 fn sinusoidal_and_learned_embeddings() {
+    let _rng = rng_lock();
     let ctx = EncodingContext { head_dim: 4, n_heads: 2, d_model: 8, train_len: Some(16) };
     let dev = device();
     let enc = build("kind = \"sinusoidal\"", &ctx, &dev);

@@ -34,11 +34,10 @@ impl EncodingKind for LearnedConfig {
     type Module = LearnedAbsolute;
 
     fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        let n = ctx.require_train_len(self.max_len, "max_len")?;
+        ctx.require_train_len(self.max_len, "max_len")?;
         if ctx.d_model == 0 {
             return Err(ConfigError::new("d_model", "0 is out of range (allowed: ≥ 1)"));
         }
-        let _ = n;
         Ok(())
     }
 

@@ -62,3 +62,11 @@ pub fn assert_close_rows(got: &[f32], want: &[f64], row: usize, tol: f64, what: 
         }
     }
 }
+
+/// Tests that draw from a device's seeded RNG and rely on the draws (re-initialising the same
+/// weights) hold this lock: the RNG is per device and shared by the tests running in parallel.
+pub static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -110,7 +110,7 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
                     // dL/dθ' = −σ Σ p ⟨g, out⟩ over rotated channels; the attention factor has no
                     // gradient (it is a constant of the config).
                     let shape = out.shape();
-                    let [b, h, s, d] = [shape[0], shape[1], shape[2], shape[3]];
+                    let [b, h, s] = [shape[0], shape[1], shape[2]];
                     let r = 2 * table.shape()[0];
                     let prod = B::float_mul(g.clone(), out);
                     let prod = B::float_slice(
@@ -122,7 +122,6 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
                             burn::tensor::Slice::new(0, Some(r as isize), 1),
                         ],
                     );
-                    let _ = d;
                     let per_pos = B::float_sum_dim(prod, 3); // [b, h, s, 1]
                     let nb = pos.shape()[0];
                     let p = B::float_reshape(pos.clone(), Shape::new([nb, 1, s, 1]));

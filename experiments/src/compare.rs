@@ -123,6 +123,7 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                     device: a.device.clone(),
                     passkey_trials: 2,
                     depths: vec![0.0, 0.5, 1.0],
+                    copy_trials: 4,
                 })?;
             }
             let read = |name: &str| -> Result<String> {

@@ -47,6 +47,9 @@ pub struct EvalArgs {
     /// Passkey depths (0 = start, 1 = just before the question).
     #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
     pub depths: Vec<f64>,
+    /// Copy-task spans per (length, distance); 0 skips the copy task.
+    #[arg(long, default_value_t = 8)]
+    pub copy_trials: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -198,6 +201,29 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
         let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
         let json = serde_json::to_string_pretty(&cells)?;
         crate::train::write_atomic(&a.run.join(format!("passkey{suffix}.json")), json.as_bytes())?;
+    }
+    if a.copy_trials > 0 {
+        let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
+        let cells = crate::copy::copy_grid(
+            &model,
+            &lens,
+            a.copy_trials,
+            cfg.train.seed,
+            Some(a.query_block),
+            &device,
+        );
+        println!("copy accuracy (exact span) by distance");
+        for &len in &lens {
+            let row: Vec<String> = cells
+                .iter()
+                .filter(|c| c.length == len)
+                .map(|c| format!("{}:{:.2}", c.distance, c.accuracy))
+                .collect();
+            println!("{len:>8}  {}", row.join("  "));
+        }
+        let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&cells)?;
+        crate::train::write_atomic(&a.run.join(format!("copy{suffix}.json")), json.as_bytes())?;
     }
     let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
     let json = serde_json::to_string_pretty(&results)?;

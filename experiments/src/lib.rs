@@ -3,9 +3,11 @@
 pub mod analyze;
 pub mod bench;
 pub mod compare;
+pub mod copy;
 pub mod device;
 pub mod eval;
 pub mod inspect;
 pub mod passkey;
 pub mod report;
+pub mod retrieval;
 pub mod train;

@@ -98,7 +98,7 @@ mod tests {
             assert!(answer.len() == 4 && answer.parse::<u32>().is_ok_and(|c| (1000..10000).contains(&c)));
             let text = tok.decode(prompt);
             let at = tok.decode(&prompt[p.key_start..]);
-            assert!(at.starts_with(&format!("the code of ")), "{at}");
+            assert!(at.starts_with("the code of "), "{at}");
             let name = at[12..].split(' ').next().unwrap();
             assert!(at.starts_with(&format!("the code of {name} is {answer}.\n")), "{at}");
             assert!(p.key_start == 0 || prompt[p.key_start - 1] == b'\n' as u32, "the fact starts a line");

@@ -5,12 +5,14 @@
 //! - [`Encoding`]: the initialised Burn module; [`Encoding::as_dyn`] gives the
 //!   [`PositionalEncoding`] interface an attention layer uses: rotary maps on q/k
 //!   ([`RotaryEncoding::apply_qk`]), a logits bias for a query × key block, or an embedding.
-//! - [`inspect`]: what an encoding does, as numbers (`zoo inspect`).
+//! - [`inspect`]: what an encoding does, as numbers (`zoo inspect`); [`envelope`]: the logit
+//!   vs distance for fixed and random q, k (`zoo inspect --envelope`).
 //!
 //! The math and its sources: `../shared/design/encodings.md` (summarised in each module).
 
 pub mod bias;
 pub mod embedding;
+pub mod envelope;
 pub mod error;
 pub mod inspect;
 pub mod registry;
@@ -18,6 +20,7 @@ pub mod rotary;
 
 use burn::prelude::Device;
 
+pub use envelope::{Envelope, envelope};
 pub use error::ConfigError;
 pub use inspect::Inspection;
 pub use registry::{

@@ -4,6 +4,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pezoo_encodings::{EncodingConfig, EncodingContext, inspect};
 
+use crate::plots::{Axes, Series, lines};
+
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Encoding kind (`rope`, `hope-hf`, …) with defaults, or a TOML file with `kind = "…"`.
@@ -27,9 +29,22 @@ pub struct InspectArgs {
     /// List the registered encodings and exit.
     #[arg(long)]
     pub list: bool,
-    /// Seed for learnable encodings' initial values (t5, fire).
+    /// Seed for learnable encodings' initial values (t5, fire) and the envelope's random q, k.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print the score envelope instead: the logit vs distance Δ for q = k = 1 and for random
+    /// q, k (HoPE-Hyp figs. 4–5; definitions in `pezoo_encodings::envelope`).
+    #[arg(long)]
+    pub envelope: bool,
+    /// Envelope: largest distance (every Δ up to 128, then log-spaced).
+    #[arg(long, default_value_t = 4096)]
+    pub max_distance: usize,
+    /// Envelope: random (q, k) draws.
+    #[arg(long, default_value_t = 256)]
+    pub samples: usize,
+    /// Envelope: also write this SVG plot.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -47,11 +62,79 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let ctx = EncodingContext::new(args.head_dim, args.heads, args.train_len);
     let device = crate::device::cpu();
     device.seed(args.seed);
+    if args.envelope {
+        return envelope(&args, &config, &ctx, &device);
+    }
     let report = inspect(&config, &ctx, &args.distances, &device)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// Every Δ up to 128, then steps of ~5% up to `max`.
+pub fn envelope_distances(max: usize) -> Vec<usize> {
+    let mut d: Vec<usize> = (0..=max.min(128)).collect();
+    let mut x = 128.0f64;
+    while (x as usize) < max {
+        x = (x * 1.05).ceil();
+        d.push((x as usize).min(max));
+    }
+    d
+}
+
+fn envelope(
+    args: &InspectArgs,
+    config: &EncodingConfig,
+    ctx: &EncodingContext,
+    device: &burn::prelude::Device,
+) -> Result<()> {
+    if args.samples == 0 {
+        anyhow::bail!("--samples: 0 is out of range (allowed: ≥ 1)");
+    }
+    let dist = envelope_distances(args.max_distance);
+    let env = pezoo_encodings::envelope(config, ctx, &dist, args.samples, args.seed, device)?;
+    if let Some(path) = &args.plot {
+        let mut series = Vec::new();
+        for c in &env.curves {
+            let head = if env.curves.len() > 1 { format!(" head {}", c.head) } else { String::new() };
+            let pts = |v: &[f64]| env.distances.iter().map(|&d| d as f64).zip(v.iter().copied()).collect();
+            let band = |sign: f64| -> Vec<f64> {
+                c.random_mean.iter().zip(&c.random_std).map(|(m, s)| m + sign * s).collect()
+            };
+            series.push(Series::new(format!("q = k = 1{head}"), pts(&c.fixed)));
+            series.push(Series::new(format!("k = q random{head}"), pts(&c.matched_mean)));
+            series.push(Series::new(format!("random mean + std{head}"), pts(&band(1.0))));
+            series.push(Series::new(format!("random mean − std{head}"), pts(&band(-1.0))));
+        }
+        let axes = Axes {
+            title: format!("score envelope: {} (head_dim {})", env.kind, ctx.head_dim),
+            x: "distance Δ".into(),
+            y: "logit qᵀM(Δ)k".into(),
+            ..Axes::default()
+        };
+        lines(path, &axes, &series)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&env).context("serialising the envelope")?);
+        return Ok(());
+    }
+    println!("score envelope of {} ({} random draws)", env.kind, env.samples);
+    for c in &env.curves {
+        if env.curves.len() > 1 {
+            println!("head {}", c.head);
+        }
+        println!("{:>9} {:>12} {:>12} {:>12} {:>12}", "Δ", "q=k=1", "k=q rand", "rand mean", "rand std");
+        for (j, &d) in env.distances.iter().enumerate() {
+            if d == 0 || d.is_power_of_two() || j + 1 == env.distances.len() {
+                println!(
+                    "{d:>9} {:>12.4} {:>12.4} {:>12.4} {:>12.4}",
+                    c.fixed[j], c.matched_mean[j], c.random_mean[j], c.random_std[j]
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod device;
 pub mod eval;
 pub mod inspect;
 pub mod passkey;
+pub mod plots;
 pub mod report;
 pub mod retrieval;
 pub mod train;

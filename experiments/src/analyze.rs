@@ -6,15 +6,20 @@
 //! - the **U-score**: for queries in the last quarter of the window, keys are placed by relative
 //!   position r = n/m ∈ [0, 1] into 10 bins and the attention mass per bin is averaged; U-score =
 //!   (bin 0 + bin 9) / (2 · mean of bins 4–5). Above 1: mass near the sequence start *and* near the
-//!   query exceeds the middle (U-shaped); the `local` flag says whether bin 9 (nearest) dominates.
+//!   query exceeds the middle (U-shaped); the `local` flag says whether bin 9 (nearest) dominates;
+//! - rotary models: each pair's contribution to the logits and which pairs carry the U
+//!   ([`crate::pairs`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use pezoo_encodings::RotaryEncoding;
 use pezoo_models::{LmBatcher, SequentialWindows, token_stream};
 use serde::{Deserialize, Serialize};
+
+use crate::pairs::{LayerPairs, PairSpec, PairStats, PairTables, pair_stats};
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
@@ -47,6 +52,9 @@ pub struct AnalyzeResult {
     pub by_distance: Vec<f64>,
     pub layers: Vec<LayerProfile>,
     pub mean_u_score: f64,
+    /// Rotary models: per-pair activation per layer (see [`crate::pairs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<LayerPairs>,
 }
 
 /// Mean attention by distance and relative-position bins from probabilities `[heads·windows][q][k]`
@@ -108,9 +116,27 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
         let batch = LmBatcher.batch(items.clone(), &device);
         let (_, captured) = model.forward_full(batch.inputs, 0, Some(512), true);
         let mut layers = Vec::new();
+        let mut pairs = Vec::new();
         let mut by_distance = vec![0f64; s];
-        for (layer, probs) in captured.attention.into_iter().enumerate() {
+        let rotary = model.encoding().as_dyn().rotary().map(|r| rotary_tables(r, s, cfg.model.max_seq_len));
+        for (layer, cap) in captured.layers.into_iter().enumerate() {
+            let probs = cap.probs;
             let [b, h, _, _] = probs.dims();
+            if let Some(tables) = &rotary {
+                let host = |t: burn::prelude::Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>();
+                let (q, k) = (host(cap.q).expect("f32 q"), host(cap.k).expect("f32 k"));
+                let st = pair_stats(&q, &k, b * h, s, tables, layer);
+                let list = |f: fn(&PairStats) -> bool| -> Vec<usize> {
+                    st.pairs.iter().filter(|p| f(p)).map(|p| p.pair).collect()
+                };
+                println!(
+                    "      layer {layer}: activated pairs {:?}, position-independent {:?}, HoPE-HF drops {:?}",
+                    list(|p| p.activated),
+                    list(|p| p.position_independent),
+                    list(|p| p.hope_hf_dropped)
+                );
+                pairs.push(st);
+            }
             let p = probs.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 probabilities");
             let (by_d, bins) = profile(&p, b * h, s);
             for (acc, v) in by_distance.iter_mut().zip(&by_d) {
@@ -125,11 +151,27 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
         let mean_u = layers.iter().map(|l| l.u_score).sum::<f64>() / n_layers;
         let us: Vec<String> = layers.iter().map(|l| format!("{:.2}", l.u_score)).collect();
         println!("{k:>3}× {s:>6}: U-score per layer [{}], mean {mean_u:.2}", us.join(", "));
-        out.push(AnalyzeResult { length: s, by_distance, layers, mean_u_score: mean_u });
+        out.push(AnalyzeResult { length: s, by_distance, layers, mean_u_score: mean_u, pairs });
     }
     let json = serde_json::to_string_pretty(&out)?;
     crate::train::write_atomic(&a.run.join("analyze.json"), json.as_bytes())?;
     Ok(out)
+}
+
+/// The pairs of a rotary encoding and its exact `M_i(Δ)` for Δ in 0..s (context of s tokens).
+fn rotary_tables(r: &RotaryEncoding, s: usize, train_len: usize) -> PairTables {
+    let spec = r.spec();
+    let theta = spec.theta_at(s);
+    let specs = (0..spec.pairs())
+        .map(|i| PairSpec {
+            channels: spec.layout.channels(i, spec.rotary_dim),
+            theta: theta[i],
+            base_theta: spec.base_theta[i],
+            rotated: spec.rotated[i],
+        })
+        .collect();
+    let mats = (0..s).map(|d| r.score_matrices(d, s)).collect();
+    PairTables { pairs: specs, mats, head_dim: spec.head_dim, train_len }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod device;
 pub mod eval;
 pub mod inspect;
+pub mod pairs;
 pub mod passkey;
 pub mod plots;
 pub mod report;

@@ -6,6 +6,16 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use pezoo_encodings::PositionalEncoding;
 
+/// What one layer exposes for analysis.
+#[derive(Debug)]
+pub struct LayerCapture {
+    /// Attention probabilities `[batch, heads, seq, seq]` (zero above the diagonal).
+    pub probs: Tensor<4>,
+    /// Queries and keys before the encoding's map, `[batch, heads, seq, head_dim]`.
+    pub q: Tensor<4>,
+    pub k: Tensor<4>,
+}
+
 #[derive(Module, Debug)]
 pub struct Attention {
     qkv: Linear,
@@ -30,7 +40,7 @@ impl Attention {
     }
 
     /// `x: [batch, seq, d_model]` whose first token sits at absolute position `start`.
-    /// With `capture`, also returns the attention probabilities `[batch, heads, seq, seq]`.
+    /// With `capture`, also returns the probabilities and the un-encoded q and k.
     /// Queries are processed in blocks of at most `max_block` (memory) and of the encoding's
     /// numerically safe block (HoPE-Hyp, xPos).
     pub fn forward(
@@ -40,7 +50,7 @@ impl Attention {
         start: usize,
         max_block: Option<usize>,
         capture: bool,
-    ) -> (Tensor<3>, Option<Tensor<4>>) {
+    ) -> (Tensor<3>, Option<LayerCapture>) {
         let [b, s, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let device = x.device();
@@ -79,6 +89,6 @@ impl Attention {
         }
         let y = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(outs, 2) };
         let y = self.out.forward(y.swap_dims(1, 2).reshape([b, s, d]));
-        (y, capture.then(|| Tensor::cat(probs, 2)))
+        (y, capture.then(|| LayerCapture { probs: Tensor::cat(probs, 2), q, k }))
     }
 }

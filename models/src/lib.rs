@@ -9,6 +9,7 @@ pub mod lm;
 pub mod tokenizer;
 mod train_step;
 
+pub use attention::LayerCapture;
 pub use config::{MlpKind, ModelConfig, ModelError};
 pub use corpus::{Corpus, DataError};
 pub use data::{LmBatch, LmBatcher, RandomWindows, SequentialWindows, token_stream};

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use pezoo_encodings::{Encoding, check_positions};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, LayerCapture};
 use crate::config::{MlpKind, ModelConfig, ModelError};
 
 #[derive(Module, Debug)]
@@ -48,11 +48,10 @@ pub struct Block {
     mlp: Mlp,
 }
 
-/// What a forward pass returns besides the logits, when asked (analysis).
+/// What a forward pass returns besides the logits, when asked (analysis): one entry per layer.
 #[derive(Debug, Default)]
 pub struct Captured {
-    /// Per layer, `[batch, heads, seq, seq]`.
-    pub attention: Vec<Tensor<4>>,
+    pub layers: Vec<LayerCapture>,
 }
 
 #[derive(Module, Debug)]
@@ -129,7 +128,7 @@ impl Lm {
             let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, start, max_block, capture);
             x = x + a;
             x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
-            captured.attention.extend(p);
+            captured.layers.extend(p);
         }
         let x = self.norm.forward(x);
         let logits = match &self.head {

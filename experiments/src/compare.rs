@@ -1,16 +1,16 @@
-//! `zoo compare`: trains each encoding for each seed, evaluates, and writes `report.md` with
-//! tables (mean ± spread over seeds), CSVs of every number and SVG plots. Re-running skips
-//! finished runs and resumes interrupted ones.
+//! `zoo compare`: trains each encoding for each seed, runs eval and analyze, and writes
+//! `report.md` with tables (mean ± spread over seeds), CSVs of every number and SVG plots.
+//! Re-running skips finished runs and steps, and resumes interrupted training.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
-use serde::Serialize;
-
+use crate::analyze::{AnalyzeArgs, AnalyzeResult};
+use crate::copy::CopyCell;
 use crate::eval::{EvalArgs, LengthResult};
 use crate::passkey::PasskeyCell;
 use crate::train::{TrainArgs, write_atomic};
+use anyhow::{Context, Result, bail};
+use clap::Args;
 
 const PRESETS: &[(&str, &str)] = &[
     ("micro", include_str!("../configs/micro.toml")),
@@ -40,16 +40,16 @@ pub struct CompareArgs {
     pub data: Option<PathBuf>,
 }
 
-#[derive(Debug, Serialize)]
-struct Row {
-    encoding: String,
-    seed: u64,
-    multiple: usize,
-    length: usize,
-    loss: f64,
-    ppl: f64,
-    passkey: f64,
-    tokens_per_s: f64,
+/// Everything measured for one (encoding, seed) run.
+#[derive(Debug)]
+pub struct RunResults {
+    pub encoding: String,
+    pub seed: u64,
+    pub eval: Vec<LengthResult>,
+    pub passkey: Vec<PasskeyCell>,
+    pub copy: Vec<CopyCell>,
+    pub analyze: Vec<AnalyzeResult>,
+    pub tokens_per_s: f64,
 }
 
 /// Mean training tokens/s from a run's `metrics.csv`.
@@ -87,7 +87,7 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
     let preset_path = a.out.join("preset.toml");
     write_atomic(&preset_path, preset.as_bytes())?;
     let total = a.encodings.len() as u64 * a.seeds;
-    let mut rows = Vec::new();
+    let mut runs = Vec::new();
     let mut done = 0;
     for enc in &a.encodings {
         for seed in 0..a.seeds {
@@ -111,7 +111,8 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                     tui: false,
                 })?;
             }
-            if !(finished && run.join("eval.json").exists() && run.join("passkey.json").exists()) {
+            let has = |f: &str| finished && run.join(f).exists();
+            if !(has("eval.json") && has("passkey.json") && has("copy.json")) {
                 crate::eval::run(EvalArgs {
                     run: run.clone(),
                     lengths: a.lengths.clone(),
@@ -126,54 +127,32 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                     copy_trials: 4,
                 })?;
             }
+            if !has("analyze.json") {
+                crate::analyze::run(AnalyzeArgs {
+                    run: run.clone(),
+                    lengths: vec![1, 2],
+                    windows: 4,
+                    device: a.device.clone(),
+                })?;
+            }
             let read = |name: &str| -> Result<String> {
                 std::fs::read_to_string(run.join(name))
                     .with_context(|| format!("reading {}", run.join(name).display()))
             };
-            let ppl: Vec<LengthResult> = serde_json::from_str(&read("eval.json")?)?;
-            let passkey: Vec<PasskeyCell> = serde_json::from_str(&read("passkey.json")?)?;
-            let tps = tokens_per_s(&run);
-            for r in &ppl {
-                let cells: Vec<&PasskeyCell> = passkey.iter().filter(|c| c.length == r.length).collect();
-                let acc = cells.iter().map(|c| c.accuracy).sum::<f64>() / cells.len().max(1) as f64;
-                rows.push(Row {
-                    encoding: enc.clone(),
-                    seed,
-                    multiple: r.multiple,
-                    length: r.length,
-                    loss: r.loss,
-                    ppl: r.ppl,
-                    passkey: acc,
-                    tokens_per_s: tps,
-                });
-            }
+            runs.push(RunResults {
+                encoding: enc.clone(),
+                seed,
+                eval: serde_json::from_str(&read("eval.json")?)?,
+                passkey: serde_json::from_str(&read("passkey.json")?)?,
+                copy: serde_json::from_str(&read("copy.json")?)?,
+                analyze: serde_json::from_str(&read("analyze.json")?)?,
+                tokens_per_s: tokens_per_s(&run),
+            });
         }
     }
-    let mut csv = String::from("encoding,seed,multiple,length,loss,ppl,passkey,tokens_per_s\n");
-    for r in &rows {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            r.encoding, r.seed, r.multiple, r.length, r.loss, r.ppl, r.passkey, r.tokens_per_s
-        ));
-    }
-    write_atomic(&a.out.join("results.csv"), csv.as_bytes())?;
-    let report =
-        crate::report::write(&a.out, &a.preset, &a.encodings, &a.lengths, &rows_view(&rows), a.seeds)?;
+    let report = crate::report::write(&a.out, &a.preset, &a.encodings, &a.lengths, &runs, a.seeds)?;
     println!("report: {}", report.display());
     Ok(report)
-}
-
-/// (encoding, multiple, ppl, passkey, tokens/s) tuples for the report.
-fn rows_view(rows: &[Row]) -> Vec<crate::report::Point> {
-    rows.iter()
-        .map(|r| crate::report::Point {
-            encoding: r.encoding.clone(),
-            multiple: r.multiple,
-            ppl: r.ppl,
-            passkey: r.passkey,
-            tokens_per_s: r.tokens_per_s,
-        })
-        .collect()
 }
 
 pub(crate) fn summarise(v: &[f64]) -> String {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
@@ -127,36 +128,37 @@ pub fn heatmaps(path: &Path, title: &str, row_desc: &str, col_desc: &str, maps: 
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..nc as f64, 0f64..nr as f64)
+            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
             .map_err(err)?;
-        let (cols, rows) = (m.cols.clone(), m.rows.clone());
+        let label = |names: &[String], v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc(col_desc)
             .y_desc(row_desc)
-            .x_labels(nc)
-            .y_labels(nr)
-            .x_label_formatter(&|v| cols.get(v.floor() as usize).cloned().unwrap_or_default())
-            .y_label_formatter(&|v| rows.get(v.floor() as usize).cloned().unwrap_or_default())
+            .x_labels(nc + 1)
+            .y_labels(nr + 1)
+            .x_label_formatter(&|v| label(&m.cols, v))
+            .y_label_formatter(&|v| label(&m.rows, v))
             .draw()
             .map_err(err)?;
         for (r, row) in m.values.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
+                let shown = if v.is_finite() { format!("{v:.2}") } else { "–".into() };
                 let v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
                 let fill =
                     RGBColor((255.0 - 222.0 * v) as u8, (255.0 - 173.0 * v) as u8, (255.0 - 80.0 * v) as u8);
-                let (x, y) = (c as f64, r as f64);
-                chart
-                    .draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], fill.filled())))
-                    .map_err(err)?;
+                use SegmentValue::{CenterOf, Exact};
+                let cell = [(Exact(c), Exact(r)), (Exact(c + 1), Exact(r + 1))];
+                chart.draw_series(std::iter::once(Rectangle::new(cell, fill.filled()))).map_err(err)?;
                 let ink = if v > 0.5 { WHITE } else { BLACK };
+                let style =
+                    ("sans-serif", 12).into_font().color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
                 chart
-                    .draw_series(std::iter::once(Text::new(
-                        format!("{v:.2}"),
-                        (x + 0.3, y + 0.6),
-                        ("sans-serif", 12).into_font().color(&ink),
-                    )))
+                    .draw_series(std::iter::once(Text::new(shown, (CenterOf(c), CenterOf(r)), style)))
                     .map_err(err)?;
             }
         }

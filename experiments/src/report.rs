@@ -1,119 +1,356 @@
-//! `report.md` and its SVG plots (plotters) for `zoo compare`.
+//! `report.md`, its CSVs and SVG plots for `zoo compare`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow};
-use plotters::prelude::*;
+use anyhow::Result;
 
-use crate::compare::summarise;
+use crate::compare::{RunResults, summarise};
+use crate::plots::{Axes, Heatmap, Series, heatmaps, lines};
 use crate::train::write_atomic;
 
-/// One (encoding, seed, length) measurement.
-#[derive(Debug, Clone)]
-pub struct Point {
-    pub encoding: String,
-    pub multiple: usize,
-    pub ppl: f64,
-    pub passkey: f64,
-    pub tokens_per_s: f64,
+/// Mean of `f` over the runs of `enc` where it is defined and finite.
+fn mean_over(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> =
+        runs.iter().filter(|r| r.encoding == enc).filter_map(f).filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn values(points: &[Point], enc: &str, multiple: Option<usize>, f: impl Fn(&Point) -> f64) -> Vec<f64> {
-    points.iter().filter(|p| p.encoding == enc && multiple.is_none_or(|m| p.multiple == m)).map(f).collect()
+fn values(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Vec<f64> {
+    runs.iter().filter(|r| r.encoding == enc).filter_map(f).collect()
 }
 
-/// Writes `report.md` and `ppl_vs_length.svg` into `out`; returns the report's path.
+fn ppl(r: &RunResults, m: usize) -> Option<f64> {
+    r.eval.iter().find(|e| e.multiple == m).map(|e| e.ppl)
+}
+
+fn length_of(r: &RunResults, m: usize) -> Option<usize> {
+    r.eval.iter().find(|e| e.multiple == m).map(|e| e.length)
+}
+
+fn mean<I: IntoIterator<Item = f64>>(it: I) -> Option<f64> {
+    let v: Vec<f64> = it.into_iter().collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn passkey(r: &RunResults, m: usize) -> Option<f64> {
+    let len = length_of(r, m)?;
+    mean(r.passkey.iter().filter(|c| c.length == len).map(|c| c.accuracy))
+}
+
+fn copy(r: &RunResults, m: usize) -> Option<f64> {
+    let len = length_of(r, m)?;
+    mean(r.copy.iter().filter(|c| c.length == len).map(|c| c.accuracy))
+}
+
+fn u_score(r: &RunResults, m: usize) -> Option<f64> {
+    let train = r.eval.first().map(|e| e.length / e.multiple)?;
+    r.analyze.iter().find(|a| a.length == m * train).map(|a| a.mean_u_score)
+}
+
+/// Attention mass on the first tenth of the keys over the middle (bins 4–5), mean over layers: the
+/// "start" arm of the U alone (attention sinks), which a purely local pattern lacks.
+fn start_ratio(r: &RunResults, m: usize) -> Option<f64> {
+    let train = r.eval.first().map(|e| e.length / e.multiple)?;
+    let a = r.analyze.iter().find(|a| a.length == m * train)?;
+    mean(
+        a.layers
+            .iter()
+            .map(|l| 2.0 * l.relative_bins[0] / (l.relative_bins[4] + l.relative_bins[5]).max(1e-12)),
+    )
+}
+
+/// A markdown table: one row per encoding, one column per multiple, mean ± half-range over seeds.
+fn table(
+    md: &mut String,
+    encodings: &[String],
+    cols: &[usize],
+    runs: &[RunResults],
+    f: impl Fn(&RunResults, usize) -> Option<f64>,
+) {
+    let _ = writeln!(md, "| encoding |{}", cols.iter().map(|m| format!(" {m}× |")).collect::<String>());
+    let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
+    for e in encodings {
+        let cells: String =
+            cols.iter().map(|&m| format!(" {} |", summarise(&values(runs, e, |r| f(r, m))))).collect();
+        let _ = writeln!(md, "| {e} |{cells}");
+    }
+    md.push('\n');
+}
+
+/// Writes `report.md`, the CSVs and the plots into `out`; returns the report's path.
 pub fn write(
     out: &Path,
     preset: &str,
     encodings: &[String],
     lengths: &[usize],
-    points: &[Point],
+    runs: &[RunResults],
     seeds: u64,
 ) -> Result<PathBuf> {
-    let svg = out.join("ppl_vs_length.svg");
-    plot(&svg, encodings, lengths, points)?;
+    write_csvs(out, runs)?;
+    plot_all(out, encodings, lengths, runs)?;
     let mut md = format!(
         "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Mean ± half-range over seeds. \
-         Every number: `results.csv`; per run: `<encoding>/seed<k>/`.\n\n## Perplexity vs length (× training length)\n\n",
+         Every number: the CSVs here; per run: `<encoding>/seed<k>/`.\n\n",
         encodings.len()
     );
-    md.push_str("| encoding |");
-    for m in lengths {
-        md.push_str(&format!(" {m}× |"));
-    }
-    md.push_str(" tokens/s |\n|---|");
-    md.push_str(&"---|".repeat(lengths.len() + 1));
-    md.push('\n');
+    md.push_str("## Perplexity vs length (× training length)\n\n");
+    table(&mut md, encodings, lengths, runs, ppl);
+    md.push_str("Training throughput (tokens/s, mean over seeds):");
     for e in encodings {
-        md.push_str(&format!("| {e} |"));
-        for &m in lengths {
-            md.push_str(&format!(" {} |", summarise(&values(points, e, Some(m), |p| p.ppl))));
-        }
-        let tps = values(points, e, Some(lengths[0]), |p| p.tokens_per_s);
-        md.push_str(&format!(" {:.0} |\n", tps.iter().sum::<f64>() / tps.len().max(1) as f64));
+        let tps = mean_over(runs, e, |r| Some(r.tokens_per_s)).unwrap_or(f64::NAN);
+        let _ = write!(md, " {e} {tps:.0};");
     }
-    md.push_str("\n![perplexity vs length](ppl_vs_length.svg)\n\n## Passkey accuracy (mean over depths)\n\n| encoding |");
-    for m in lengths {
-        md.push_str(&format!(" {m}× |"));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(lengths.len()));
-    md.push('\n');
-    for e in encodings {
-        md.push_str(&format!("| {e} |"));
-        for &m in lengths {
-            md.push_str(&format!(" {} |", summarise(&values(points, e, Some(m), |p| p.passkey))));
-        }
-        md.push('\n');
-    }
+    md.push_str("\n\n![perplexity vs length](ppl_vs_length.svg)\n![loss by position](per_position.svg)\n\n");
+    md.push_str("## Passkey retrieval (exact match, mean over depths)\n\n");
+    table(&mut md, encodings, lengths, runs, passkey);
+    md.push_str("![passkey accuracy: length × depth](passkey.svg)\n\n");
+    md.push_str("## Copy task (exact span, mean over distances)\n\n");
+    table(&mut md, encodings, lengths, runs, copy);
+    md.push_str("![copy accuracy vs distance](copy.svg)\n\n");
+    md.push_str(
+        "## Attention by distance: the U-score\n\n(bins 0 + 9) / (bins 4 + 5) of the attention mass by \
+         relative key position, last-quarter queries, mean over layers; > 1: U-shaped.\n\n",
+    );
+    table(&mut md, encodings, &[1, 2], runs, u_score);
+    md.push_str(
+        "Its start arm alone, bin 0 / mean(bins 4, 5) (attention sinks; a purely local pattern has none):\n\n",
+    );
+    table(&mut md, encodings, &[1, 2], runs, start_ratio);
+    md.push_str("![attention by distance](attention_by_distance.svg)\n\n");
+    pair_section(&mut md, runs);
     let path = out.join("report.md");
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
-fn plot(path: &Path, encodings: &[String], lengths: &[usize], points: &[Point]) -> Result<()> {
-    let mean = |e: &str, m: usize| {
-        let v: Vec<f64> =
-            values(points, e, Some(m), |p| p.ppl).into_iter().filter(|x| x.is_finite()).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let all: Vec<f64> =
-        encodings.iter().flat_map(|e| lengths.iter().filter_map(move |&m| mean(e, m))).collect();
-    let (lo, hi) = all.iter().fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    let (lo, hi) = if all.is_empty() { (1.0, 10.0) } else { (lo.max(1e-3) * 0.9, hi * 1.1) };
-    let xmax = *lengths.iter().max().unwrap_or(&1) as f64;
-    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("perplexity vs length", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d((1f64..xmax.max(2.0)).log_scale(), (lo..hi).log_scale())
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("length (× training length)")
-        .y_desc("perplexity")
-        .draw()
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    for (i, e) in encodings.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let series: Vec<(f64, f64)> =
-            lengths.iter().filter_map(|&m| mean(e, m).map(|p| (m as f64, p))).collect();
-        chart
-            .draw_series(LineSeries::new(series, color.stroke_width(2)))
-            .map_err(|e| anyhow!("plot: {e}"))?
-            .label(e.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+/// Rotary runs, seed 0 at the training length: which pairs carry the U, which are content channels.
+fn pair_section(md: &mut String, runs: &[RunResults]) {
+    let rows: Vec<String> = runs
+        .iter()
+        .filter(|r| r.seed == 0)
+        .filter_map(|r| Some((r, r.analyze.first()?)))
+        .flat_map(|(r, a)| {
+            a.pairs.iter().map(move |l| {
+                let list = |f: &dyn Fn(&crate::pairs::PairStats) -> bool| {
+                    let v: Vec<String> =
+                        l.pairs.iter().filter(|p| f(p)).map(|p| p.pair.to_string()).collect();
+                    if v.is_empty() { "–".to_string() } else { v.join(" ") }
+                };
+                format!(
+                    "| {} | {} | {} | {} | {} |",
+                    r.encoding,
+                    l.layer,
+                    list(&|p| p.activated),
+                    list(&|p| p.position_independent),
+                    list(&|p| p.hope_hf_dropped)
+                )
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    root.present().map_err(|e| anyhow!("plot: {e}"))?;
+    md.push_str(
+        "## RoPE per-pair activation (seed 0, training length)\n\nActivated: the pair carries the U \
+         (≥ 2/pairs of the positive U-contrast). Position-independent: the map changes the pair's \
+         logit contribution by ≤ 10%. Definitions: `experiments/src/pairs.rs`; numbers: `pairs.csv`.\n\n\
+         | encoding | layer | activated | position-independent | HoPE-HF would drop |\n|---|---|---|---|---|\n",
+    );
+    md.push_str(&rows.join("\n"));
+    md.push('\n');
+}
+
+fn write_csvs(out: &Path, runs: &[RunResults]) -> Result<()> {
+    let mut results =
+        String::from("encoding,seed,multiple,length,loss,ppl,passkey,copy,u_score,tokens_per_s\n");
+    let (mut pk, mut cp, mut pp, mut bd, mut pr) = (
+        String::from("encoding,seed,length,depth,trials,accuracy\n"),
+        String::from("encoding,seed,length,distance,trials,accuracy,token_accuracy\n"),
+        String::from("encoding,seed,length,bucket,loss\n"),
+        String::from("encoding,seed,length,distance,weight\n"),
+        String::from(
+            "encoding,seed,length,layer,pair,theta,q_norm,k_norm,mean,u_contrast,u_share,positional_share,\
+             activated,position_independent,hope_hf_dropped\n",
+        ),
+    );
+    let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
+    for r in runs {
+        let (e, s) = (&r.encoding, r.seed);
+        for l in &r.eval {
+            let m = l.multiple;
+            let _ = writeln!(
+                results,
+                "{e},{s},{m},{},{},{},{},{},{},{}",
+                l.length,
+                l.loss,
+                l.ppl,
+                nan(passkey(r, m)),
+                nan(copy(r, m)),
+                nan(u_score(r, m)),
+                r.tokens_per_s
+            );
+            for (b, v) in l.per_position.iter().enumerate() {
+                let _ = writeln!(pp, "{e},{s},{},{b},{v}", l.length);
+            }
+        }
+        for c in &r.passkey {
+            let _ = writeln!(pk, "{e},{s},{},{},{},{}", c.length, c.depth, c.trials, c.accuracy);
+        }
+        for c in &r.copy {
+            let _ = writeln!(
+                cp,
+                "{e},{s},{},{},{},{},{}",
+                c.length, c.distance, c.trials, c.accuracy, c.token_accuracy
+            );
+        }
+        for a in &r.analyze {
+            for (d, w) in a.by_distance.iter().enumerate() {
+                let _ = writeln!(bd, "{e},{s},{},{d},{w}", a.length);
+            }
+            for l in &a.pairs {
+                for p in &l.pairs {
+                    let _ = writeln!(
+                        pr,
+                        "{e},{s},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                        a.length,
+                        l.layer,
+                        p.pair,
+                        p.theta,
+                        p.q_norm,
+                        p.k_norm,
+                        p.mean,
+                        p.u_contrast,
+                        p.u_share,
+                        p.positional_share,
+                        p.activated,
+                        p.position_independent,
+                        p.hope_hf_dropped
+                    );
+                }
+            }
+        }
+    }
+    for (name, text) in [
+        ("results.csv", results),
+        ("passkey.csv", pk),
+        ("copy.csv", cp),
+        ("per_position.csv", pp),
+        ("attention_by_distance.csv", bd),
+        ("pairs.csv", pr),
+    ] {
+        write_atomic(&out.join(name), text.as_bytes())?;
+    }
     Ok(())
+}
+
+/// (x, y) points of one curve.
+type Points = Vec<(f64, f64)>;
+
+fn plot_all(out: &Path, encodings: &[String], lengths: &[usize], runs: &[RunResults]) -> Result<()> {
+    let series = |f: &dyn Fn(&str) -> Vec<(f64, f64)>| -> Vec<Series> {
+        encodings.iter().map(|e| Series::new(e.as_str(), f(e))).collect()
+    };
+    let axes = |title: &str, x: &str, y: &str, log_x: bool, log_y: bool| Axes {
+        title: title.into(),
+        x: x.into(),
+        y: y.into(),
+        log_x,
+        log_y,
+    };
+    let ppl_pts = |e: &str| {
+        lengths.iter().filter_map(|&m| Some((m as f64, mean_over(runs, e, |r| ppl(r, m))?))).collect()
+    };
+    lines(
+        &out.join("ppl_vs_length.svg"),
+        &axes("perplexity vs length", "length (× training length)", "perplexity", true, true),
+        &series(&ppl_pts),
+    )?;
+    // loss by position at the longest length every run reached; bucket centres in tokens
+    let longest = lengths.iter().rev().copied().find(|&m| runs.iter().all(|r| length_of(r, m).is_some()));
+    let curve = |e: &str, f: &dyn Fn(&RunResults) -> Option<Points>| -> Points {
+        let all: Vec<Points> = runs.iter().filter(|r| r.encoding == e).filter_map(f).collect();
+        let n = all.iter().map(|c| c.len()).min().unwrap_or(0);
+        (0..n).filter_map(|i| Some((all[0][i].0, mean(all.iter().map(|c| c[i].1))?))).collect()
+    };
+    if let Some(m) = longest {
+        let per_pos = |e: &str| {
+            curve(e, &|r| {
+                let l = r.eval.iter().find(|l| l.multiple == m)?;
+                let w = l.length as f64 / l.per_position.len() as f64;
+                Some(l.per_position.iter().enumerate().map(|(b, &v)| ((b as f64 + 0.5) * w, v)).collect())
+            })
+        };
+        let title = format!("loss by position at {m}× the training length");
+        lines(
+            &out.join("per_position.svg"),
+            &axes(&title, "position", "loss (nats)", false, false),
+            &series(&per_pos),
+        )?;
+        let copy_pts = |e: &str| {
+            curve(e, &|r| {
+                let len = length_of(r, m)?;
+                Some(
+                    r.copy
+                        .iter()
+                        .filter(|c| c.length == len)
+                        .map(|c| (c.distance as f64, c.accuracy))
+                        .collect(),
+                )
+            })
+        };
+        let title = format!("copy accuracy vs distance ({m}× prompts)");
+        lines(
+            &out.join("copy.svg"),
+            &axes(&title, "span distance (tokens)", "exact match", true, false),
+            &series(&copy_pts),
+        )?;
+    }
+    let by_d = |e: &str| {
+        curve(e, &|r| {
+            let a = r.analyze.first()?;
+            Some(a.by_distance.iter().enumerate().skip(1).map(|(d, &w)| (d as f64, w)).collect())
+        })
+    };
+    let title = "mean attention weight by distance (training length)";
+    lines(
+        &out.join("attention_by_distance.svg"),
+        &axes(title, "distance Δ", "weight", true, true),
+        &series(&by_d),
+    )?;
+    let maps: Vec<Heatmap> = encodings
+        .iter()
+        .map(|e| {
+            let first = runs.iter().find(|r| &r.encoding == e);
+            let lens: Vec<usize> =
+                lengths.iter().filter_map(|&m| first.and_then(|r| length_of(r, m))).collect();
+            // the depths of the grid, in order (every length has the same ones)
+            let depths: Vec<f64> = first
+                .map(|r| {
+                    r.passkey.iter().filter(|c| Some(&c.length) == lens.first()).map(|c| c.depth).collect()
+                })
+                .unwrap_or_default();
+            let values = lens
+                .iter()
+                .map(|&len| {
+                    depths
+                        .iter()
+                        .map(|&d| {
+                            let acc = |r: &RunResults| {
+                                r.passkey.iter().find(|c| c.length == len && c.depth == d).map(|c| c.accuracy)
+                            };
+                            mean_over(runs, e, acc).unwrap_or(f64::NAN)
+                        })
+                        .collect()
+                })
+                .collect();
+            Heatmap {
+                title: e.clone(),
+                rows: lens.iter().map(|l| l.to_string()).collect(),
+                cols: depths.iter().map(|d| format!("{d}")).collect(),
+                values,
+            }
+        })
+        .collect();
+    heatmaps(&out.join("passkey.svg"), "passkey accuracy", "length", "depth", &maps)
 }

@@ -77,6 +77,35 @@ fn inspect_json_is_machine_readable() {
     );
     assert_one_line_error(&run(&["inspect", "--encoding", "rope", "--head-dim", "7"]), &["head_dim", "even"]);
     assert_one_line_error(&run(&["inspect", "--encoding", "rotary"]), &["unknown encoding", "hope-hyp"]);
+
+    // the envelope: every Δ up to 128, q = k = 1 gives Σ 2cos(Δθ_i) (= d at Δ = 0), a valid SVG
+    let dir = tmp("envelope");
+    let svg = dir.join("env.svg");
+    let args = ["inspect", "--encoding", "rope", "--head-dim", "16", "--envelope", "--max-distance", "200"];
+    let out = run(&[&args[..], &["--json", "--plot", svg.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d: Vec<u64> = v["distances"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!((&d[..3], d.len() > 129, *d.last().unwrap()), (&[0, 1, 2][..], true, 200));
+    let fixed = |j: usize| v["curves"][0]["fixed"][j].as_f64().unwrap();
+    let want1: f64 = (0..8).map(|i| 2.0 * 10_000f64.powf(-2.0 * i as f64 / 16.0).cos()).sum();
+    assert!((fixed(0) - 16.0).abs() < 1e-9 && (fixed(1) - want1).abs() < 1e-9, "{} {}", fixed(0), fixed(1));
+    assert_svg(&svg, &["q = k = 1", "random mean + std"]);
+    assert_one_line_error(&run(&[&args[..], &["--samples", "0"]].concat()), &["--samples", "≥ 1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The file parses as XML, is an `<svg>`, and its text includes each label.
+fn assert_svg(path: &std::path::Path, labels: &[&str]) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(doc.root_element().tag_name().name(), "svg", "{}", path.display());
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    for l in labels {
+        assert!(texts.contains(l), "{}: no label `{l}`", path.display());
+    }
+    let marks = doc.descendants().filter(|n| ["polyline", "rect"].contains(&n.tag_name().name())).count();
+    assert!(marks > 2, "{}: nothing drawn", path.display());
 }
 
 fn last_row(csv: &Path) -> Vec<String> {
@@ -172,6 +201,16 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
         v[0]["layers"][0]["relative_bins"].as_array().unwrap().iter().map(|b| b.as_f64().unwrap()).sum();
     assert!((bins - 1.0).abs() < 1e-4, "each query's attention sums to 1 over the bins: {bins}");
     assert_eq!(v[1]["by_distance"].as_array().unwrap().len(), 64);
+    // rotary: per-pair statistics for each layer, head_dim / 2 = 8 pairs, shares that sum right
+    let pairs = v[0]["pairs"][0]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 8);
+    let share: f64 = pairs.iter().map(|p| p["u_share"].as_f64().unwrap().max(0.0)).sum();
+    assert!(share == 0.0 || (share - 1.0).abs() < 1e-9, "positive U-shares sum to 1: {share}");
+    // eval's copy task: one cell per (length, distance), distances within the prompt
+    let copy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("copy.json")).unwrap()).unwrap();
+    let cells = copy.as_array().unwrap();
+    assert!(!cells.is_empty() && cells.iter().all(|c| c["distance"].as_u64() < c["length"].as_u64()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -229,13 +268,29 @@ fn compare_micro_writes_every_file_and_resumes() {
     ];
     let first = run(&args);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    for f in ["report.md", "results.csv", "ppl_vs_length.svg", "preset.toml"] {
+    for f in [
+        "report.md",
+        "results.csv",
+        "preset.toml",
+        "passkey.csv",
+        "copy.csv",
+        "per_position.csv",
+        "attention_by_distance.csv",
+        "pairs.csv",
+    ] {
         assert!(out.join(f).exists(), "{f}");
+    }
+    for svg in
+        ["ppl_vs_length.svg", "per_position.svg", "copy.svg", "attention_by_distance.svg", "passkey.svg"]
+    {
+        assert_svg(&out.join(svg), &["nope", "rope", "alibi"]);
     }
     for enc in ["nope", "rope", "alibi"] {
         for seed in 0..2 {
             let r = out.join(enc).join(format!("seed{seed}"));
-            for f in ["model.safetensors", "eval.json", "passkey.json", "metrics.csv", "config.toml"] {
+            for f in
+                ["model.safetensors", "eval.json", "passkey.json", "copy.json", "analyze.json", "metrics.csv"]
+            {
                 assert!(r.join(f).exists(), "{enc}/seed{seed}/{f}");
             }
         }
@@ -243,7 +298,16 @@ fn compare_micro_writes_every_file_and_resumes() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3 * 2 * 2, "encoding × seed × length rows");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for needle in ["| nope |", "| rope |", "| alibi |", "ppl_vs_length.svg", "Passkey"] {
+    for needle in [
+        "| nope |",
+        "| rope |",
+        "| alibi |",
+        "ppl_vs_length.svg",
+        "Passkey",
+        "Copy",
+        "U-score",
+        "| rope | 0 |",
+    ] {
         assert!(report.contains(needle), "report lacks {needle}");
     }
     let svg = std::fs::read_to_string(out.join("ppl_vs_length.svg")).unwrap();

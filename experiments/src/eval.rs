@@ -235,3 +235,39 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
     crate::train::write_atomic(&a.run.join(format!("ppl_vs_length{suffix}.csv")), csv.as_bytes())?;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Module, ModuleMapper, Param};
+    use pezoo_models::{BYTE_VOCAB, ModelConfig};
+
+    /// Zeroes every float parameter: zero embeddings and norm gains give zero logits.
+    struct Zero;
+    impl ModuleMapper for Zero {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.zeros_like())
+        }
+    }
+
+    /// A model with zero logits predicts uniformly: loss ln(vocab) at every position, whatever
+    /// the text, the window count or the encoding — a perplexity computable by hand.
+    #[test]
+    fn a_uniform_model_has_perplexity_equal_to_the_vocabulary() {
+        let device = crate::device::cpu();
+        for kind in ["rope", "alibi"] {
+            let toml = format!(
+                "d_model = 16\nn_layers = 1\nn_heads = 2\nmax_seq_len = 32\n[encoding]\nkind = \"{kind}\"\n"
+            );
+            let cfg: ModelConfig = toml::from_str(&toml).unwrap();
+            let model = Lm::new(&cfg, &device).unwrap().map(&mut Zero);
+            let tokens = Arc::new((0..200u32).map(|i| (i * 37) % 256).collect::<Vec<u32>>());
+            let (per_pos, n) = position_losses(&model, &tokens, 32, 4, Some(8), &device);
+            assert_eq!((per_pos.len(), n), (32, 4));
+            let want = (BYTE_VOCAB as f64).ln();
+            assert!(per_pos.iter().all(|l| (l - want).abs() < 1e-5), "{kind}: {per_pos:?} vs {want}");
+            let ppl = mean_loss(&model, &tokens, 32, 100, &device).exp();
+            assert!((ppl - BYTE_VOCAB as f64).abs() < 1e-2, "{kind}: ppl {ppl}");
+        }
+    }
+}

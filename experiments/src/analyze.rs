@@ -7,6 +7,9 @@
 //!   position r = n/m ∈ [0, 1] into 10 bins and the attention mass per bin is averaged; U-score =
 //!   (bin 0 + bin 9) / (2 · mean of bins 4–5). Above 1: mass near the sequence start *and* near the
 //!   query exceeds the middle (U-shaped); the `local` flag says whether bin 9 (nearest) dominates;
+//! - `shape`: with middle = mean of bins 4–5, an arm is raised when its bin exceeds 1.5 × middle:
+//!   `u-shaped` (both the start, bin 0, and the near end, bin 9), `local` (near end only),
+//!   `start` (start only), `flat` (neither);
 //! - rotary models: each pair's contribution to the logits and which pairs carry the U
 //!   ([`crate::pairs`]).
 
@@ -43,6 +46,20 @@ pub struct LayerProfile {
     pub relative_bins: Vec<f64>,
     pub u_score: f64,
     pub local: bool,
+    /// `u-shaped`, `local`, `start` or `flat` (see the module docs).
+    #[serde(default)]
+    pub shape: String,
+}
+
+/// The shape of a relative-position profile (10 bins; see the module docs).
+pub fn shape(bins: &[f64]) -> &'static str {
+    let middle = (bins[4] + bins[5]) / 2.0;
+    match (bins[0] > 1.5 * middle, bins[9] > 1.5 * middle) {
+        (true, true) => "u-shaped",
+        (false, true) => "local",
+        (true, false) => "start",
+        (false, false) => "flat",
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,12 +161,13 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
             }
             let u = u_score(&bins);
             let local = bins[9] >= bins.iter().cloned().fold(0.0, f64::max);
-            layers.push(LayerProfile { layer, relative_bins: bins, u_score: u, local });
+            let shape = shape(&bins).to_string();
+            layers.push(LayerProfile { layer, relative_bins: bins, u_score: u, local, shape });
         }
         let n_layers = layers.len().max(1) as f64;
         by_distance.iter_mut().for_each(|v| *v /= n_layers);
         let mean_u = layers.iter().map(|l| l.u_score).sum::<f64>() / n_layers;
-        let us: Vec<String> = layers.iter().map(|l| format!("{:.2}", l.u_score)).collect();
+        let us: Vec<String> = layers.iter().map(|l| format!("{:.2} {}", l.u_score, l.shape)).collect();
         println!("{k:>3}× {s:>6}: U-score per layer [{}], mean {mean_u:.2}", us.join(", "));
         out.push(AnalyzeResult { length: s, by_distance, layers, mean_u_score: mean_u, pairs });
     }
@@ -200,6 +218,7 @@ mod tests {
             assert!((by_d[d] - want).abs() < 1e-6, "Δ={d}");
         }
         assert!((u_score(&bins) - 1.0).abs() < 0.15, "uniform ≈ 1, got {}", u_score(&bins));
+        assert_eq!(shape(&bins), "flat");
     }
 
     #[test]
@@ -209,10 +228,14 @@ mod tests {
         let u = |m: usize, n: usize| if n < 3 || m - n < 3 { 10.0 } else { 1.0 };
         let (_, bins) = profile(&rows(s, u), 1, s);
         assert!(u_score(&bins) > 3.0, "U-shaped: {}", u_score(&bins));
+        assert_eq!(shape(&bins), "u-shaped");
         // purely local (exponential decay with distance): no mass at the start
         let local = |m: usize, n: usize| (-((m - n) as f64) / 2.0).exp();
         let (by_d, bins) = profile(&rows(s, local), 1, s);
         assert!(bins[0] < 1e-6 && bins[9] > 0.9, "{bins:?}");
+        assert_eq!(shape(&bins), "local");
+        let (_, bins) = profile(&rows(s, |_, n| if n < 3 { 10.0 } else { 1.0 }), 1, s);
+        assert_eq!(shape(&bins), "start", "{bins:?}");
         assert!(by_d.windows(2).all(|w| w[0] >= w[1] - 1e-9), "monotone decay by distance");
     }
 }

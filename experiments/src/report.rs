@@ -117,6 +117,19 @@ pub fn write(
         "Its start arm alone, bin 0 / mean(bins 4, 5) (attention sinks; a purely local pattern has none):\n\n",
     );
     table(&mut md, encodings, &[1, 2], runs, start_ratio);
+    md.push_str("Shape per layer (seed 0; `u-shaped`, `local`, `start`, `flat`: see `experiments/src/analyze.rs`):\n\n");
+    for r in runs.iter().filter(|r| r.seed == 0) {
+        let per_len: Vec<String> = r
+            .analyze
+            .iter()
+            .map(|a| {
+                let shapes: Vec<&str> = a.layers.iter().map(|l| l.shape.as_str()).collect();
+                format!("L={}: {}", a.length, shapes.join(", "))
+            })
+            .collect();
+        let _ = writeln!(md, "- {}: {}", r.encoding, per_len.join("; "));
+    }
+    md.push('\n');
     md.push_str("![attention by distance](attention_by_distance.svg)\n\n");
     pair_section(&mut md, runs);
     let path = out.join("report.md");

@@ -1,10 +1,12 @@
 //! The score envelope (HoPE-Hyp paper, figs. 4–5): the attention logit as a function of the
 //! query–key distance Δ, for fixed and for random q and k — for any encoding, no checkpoint.
 //!
-//! The logit of a query at position Δ and a key at 0, with identity projections (raw, unscaled):
-//! - rotary: `Σ_i q_iᵀ M_i(Δ) k_i` + `q·k` over pass-through channels (q, k ∈ ℝ^head_dim);
-//! - bias: `q·k + b_h(Δ)`, one curve per head;
-//! - embedding: `(q + p_Δ)·(k + p_0)` with the added vectors p (q, k ∈ ℝ^d_model).
+//! The logit of a query at position Δ and a key at 0 as attention forms it, with identity
+//! projections: the content score scaled by 1/√d, then the bias added (so bias and content
+//! have the sizes they have in the model):
+//! - rotary: `(Σ_i q_iᵀ M_i(Δ) k_i + q·k over pass-through channels) / √head_dim`;
+//! - bias: `q·k / √head_dim + b_h(Δ)`, one curve per head;
+//! - embedding: `(q + p_Δ)·(k + p_0) / √d_model` with the added vectors p (q, k ∈ ℝ^d_model).
 //!
 //! Curves: `fixed` (q = k = 1, RoFormer's long-term-decay setting), `random_mean`/`random_std`
 //! (q, k independent N(0, I), `samples` draws shared by every Δ) and `matched_mean` (k = q:
@@ -102,6 +104,7 @@ pub fn envelope(
     let enc = enc.as_dyn();
     let ins = enc.inspect(distances, device);
     let nd = ins.distances.len();
+    let scale = 1.0 / (ctx.head_dim as f64).sqrt();
     let curves = match ins.class {
         EncodingClass::Rotary => {
             let pairs: Vec<[usize; 2]> = ins.pairs.iter().map(|p| p.channels).collect();
@@ -117,7 +120,7 @@ pub fn envelope(
                         q[a] * (m[0][0] * k[a] + m[0][1] * k[b]) + q[b] * (m[1][0] * k[a] + m[1][1] * k[b])
                     })
                     .sum();
-                rotated + pass.iter().map(|&c| q[c] * k[c]).sum::<f64>()
+                (rotated + pass.iter().map(|&c| q[c] * k[c]).sum::<f64>()) * scale
             })]
         }
         EncodingClass::Bias => (0..ctx.n_heads.max(1))
@@ -125,7 +128,7 @@ pub fn envelope(
                 let bias: Vec<f64> =
                     ins.distances.iter().map(|d| d.bias.as_ref().map_or(0.0, |b| b[h])).collect();
                 curve(h, ctx.head_dim, nd, samples, seed, |q, k, j| {
-                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() + bias[j]
+                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() * scale + bias[j]
                 })
             })
             .collect(),
@@ -144,8 +147,9 @@ pub fn envelope(
             };
             let p0 = pe(0);
             let pd: Vec<Vec<f64>> = ins.distances.iter().map(|x| pe(x.distance)).collect();
+            let scale = 1.0 / (d as f64).sqrt();
             vec![curve(0, d, nd, samples, seed, |q, k, j| {
-                (0..d).map(|c| (q[c] + pd[j][c]) * (k[c] + p0[c])).sum()
+                (0..d).map(|c| (q[c] + pd[j][c]) * (k[c] + p0[c])).sum::<f64>() * scale
             })]
         }
     };

@@ -66,6 +66,9 @@ pub trait EncodingKind: Debug + Clone + Default + PartialEq + Serialize + Deseri
     fn validate(&self, ctx: &EncodingContext) -> Result<()>;
     /// Validates, then builds the module on `device`.
     fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<Self::Module>;
+    /// One set of parameters per layer (as the encoding's paper does), rather than one shared by
+    /// every layer. Each module's doc says which its paper uses.
+    const PER_LAYER: bool = false;
 }
 
 /// What an attention layer asks of an encoding. Each method has a no-op default, so an
@@ -91,6 +94,12 @@ pub trait PositionalEncoding: Debug + Send + Sync {
     /// Embedding class: `[positions, d_model]` added to the token embeddings.
     fn position_embedding(&self, _positions: Range<usize>, _device: &Device) -> Option<Tensor<2>> {
         None
+    }
+
+    /// Factor on the token embeddings before a position embedding is added (Vaswani et al.
+    /// scale them by √d_model so content and position have comparable size); 1 = none.
+    fn embedding_scale(&self) -> f64 {
+        1.0
     }
 
     /// Hard limit on positions (learned absolute tables); `None` = unbounded.
@@ -123,7 +132,7 @@ macro_rules! registry {
         }
 
         /// Any initialised encoding; a Burn module (learnable parameters are `Param`s).
-        /// One encoding per model, so the size difference between variants does not matter.
+        /// One (or one per layer) per model, so the size difference between variants does not matter.
         #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Encoding {
@@ -153,6 +162,11 @@ macro_rules! registry {
 
             pub fn validate(&self, ctx: &EncodingContext) -> Result<()> {
                 match self { $( Self::$variant(c) => c.validate(ctx), )* }
+            }
+
+            /// Whether a model holds one instance per layer ([`EncodingKind::PER_LAYER`]).
+            pub fn per_layer(&self) -> bool {
+                match self { $( Self::$variant(_) => <$cfg as EncodingKind>::PER_LAYER, )* }
             }
 
             pub fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<Encoding> {

@@ -145,6 +145,26 @@ fn fire_matches_its_formula_and_c_gradient_matches_finite_differences() {
     assert!((b[3 * 10 + 1] - b[2 * 10]).abs() < 1e-6, "b(3,1) = b(2,0) below the threshold");
     // beyond L the normaliser grows with m: b(9,0) uses ψ(9)/ψ(9) = 1 = b(5,0)'s ψ(5)/ψ(5)
     assert!((b[9 * 10] - b[5 * 10]).abs() < 1e-6, "normalised distance 1 at n = 0 for m ≥ L");
+    // every entry against the closed form in f64, from the module's own MLP weights:
+    // b_h(m, n) = W2·relu(W1·x + b1) + b2 with x = ψ(m − n)/ψ(max(m, L)), ψ(x) = ln(|c·x| + 1)
+    let Encoding::Fire(f) = &enc else { unreachable!() };
+    let vals = |t: Tensor<2>| host(t).into_iter().map(f64::from).collect::<Vec<_>>();
+    let (w1, w2) = (vals(f.fc1.weight.val()), vals(f.fc2.weight.val())); // [1, 4], [4, 2]
+    let b1 = host(f.fc1.bias.as_ref().unwrap().val());
+    let b2 = host(f.fc2.bias.as_ref().unwrap().val());
+    let psi = |x: f64| (0.1 * x).abs().ln_1p();
+    for m in 0..10usize {
+        for n in 0..10usize {
+            let x = psi(m as f64 - n as f64) / (psi((m as f64).max(4.0)) + 1e-6);
+            for head in 0..2 {
+                let want: f64 =
+                    (0..4).map(|j| (w1[j] * x + b1[j] as f64).max(0.0) * w2[j * 2 + head]).sum::<f64>()
+                        + b2[head] as f64;
+                let got = b[(head * 10 + m) * 10 + n] as f64;
+                assert!((got - want).abs() < 1e-5, "FIRE b_{head}({m}, {n}) = {got}, closed form {want}");
+            }
+        }
+    }
 
     // gradient w.r.t. c by central differences (same seed → same MLP)
     let loss = |c: f64| {

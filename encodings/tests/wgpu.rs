@@ -1,4 +1,6 @@
 //! The references run unchanged on a CubeCL backend: wgpu (lavapipe in CI) agrees with flex.
+//! The rotary reference is called directly (`rotary::reference::apply`): `RotaryEncoding::apply`
+//! would dispatch to the fused kernel on wgpu, which `fused.rs` tests separately.
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -19,7 +21,8 @@ fn rotary_and_bias_references_agree_between_wgpu_and_flex() {
         let on = |dev: &Device| {
             let enc = build(toml, &ctx, dev);
             let r = enc.as_dyn().rotary().unwrap().clone();
-            host(r.apply(tensor4(x.clone(), [b, h, s, d], dev), &[5, -1_000_000], Side::Key, s))
+            let x = tensor4(x.clone(), [b, h, s, d], dev);
+            host(pezoo_encodings::rotary::reference::apply(&r, x, &[5, -1_000_000], Side::Key, s))
         };
         let (g, c) = (on(&gpu), on(&cpu));
         let want: Vec<f64> = c.iter().map(|&v| v as f64).collect();

@@ -14,8 +14,27 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// Fused rotary kernels vs the reference and vs a plain elementwise op (the memory floor).
     Kernels(KernelArgs),
-    /// Training tokens/s of the LM (manual AdamW loop, no data loading).
+    /// Training tokens/s of the LM (`zoo train`'s step and optimizer, no data loading).
     Train(TrainBenchArgs),
+    /// GFLOP/s of the matmuls of `bench train`'s step, shape by shape (to compare the backend's
+    /// GEMM with PyTorch's on the same shapes: `experiments/scripts/torch_gemm.py`).
+    Gemm(GemmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GemmArgs {
+    #[arg(long, default_value_t = 256)]
+    pub d: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -64,7 +83,40 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Train(a) => train(a),
+        BenchCommand::Gemm(a) => gemm(a),
     }
+}
+
+/// The forward matmuls of one layer (plus the tied head) at `bench train`'s shape: name,
+/// batch, m, k, n. The backward runs each shape twice more (dA = dC·Bᵀ, dB = Aᵀ·dC).
+pub fn gemm_shapes(a: &GemmArgs) -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let (t, d, h) = (a.batch * a.seq, a.d, 8 * a.d / 3);
+    let (bh, s, dh) = (a.batch * a.heads, a.seq, a.d / a.heads);
+    vec![
+        ("qkv", 1, t, d, 3 * d),
+        ("attn_out", 1, t, d, d),
+        ("mlp_up", 1, t, d, h),
+        ("mlp_down", 1, t, h, d),
+        ("head", 1, t, d, pezoo_models::BYTE_VOCAB),
+        ("scores", bh, s, dh, s),
+        ("probs_v", bh, s, s, dh),
+    ]
+}
+
+fn gemm(a: GemmArgs) -> Result<()> {
+    let (device, picked) = crate::device::select(&a.device)?;
+    for (name, b, m, k, n) in gemm_shapes(&a) {
+        let x = Tensor::<3>::random([b, m, k], burn::tensor::Distribution::Default, &device);
+        let y = Tensor::<3>::random([b, k, n], burn::tensor::Distribution::Default, &device);
+        let t = median(&device, 2, a.reps, || x.clone().matmul(y.clone()));
+        let gflops = 2.0 * (b * m * k * n) as f64 / t / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"device": picked, "name": name, "batch": b, "m": m, "k": k, "n": n,
+                "ms": t * 1e3, "gflops": gflops})
+        );
+    }
+    Ok(())
 }
 
 /// Median seconds of `f` over `reps` runs after `warmup`, syncing the device each time. `f`'s
@@ -228,7 +280,7 @@ fn kernels(a: KernelArgs) -> Result<()> {
 
 fn train(a: TrainBenchArgs) -> Result<()> {
     use burn::data::dataloader::batcher::Batcher;
-    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::train::TrainStep;
     let (device, picked) = crate::device::select(&a.device)?;
     let mut cfg: pezoo_models::ModelConfig = toml::from_str("").expect("defaults");
     cfg.d_model = a.d;
@@ -239,16 +291,17 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     cfg.validate()?;
     let ad = device.clone().autodiff();
     ad.seed(0);
-    let mut model = pezoo_models::Lm::new(&cfg, &ad)?;
-    let mut optim = AdamWConfig::new().init();
+    // `zoo train`'s own step: TrainStep (global clip) and the grouped AdamW.
+    let t = crate::train::RunConfig::default().train;
+    let mut model = pezoo_models::Lm::new(&cfg, &ad)?.with_grad_clip(t.grad_clip);
+    let mut optim = crate::train::optimizer(&t);
     let mut rng = pezoo_models::corpus::SplitMix(1);
     let items: Vec<Vec<u32>> =
         (0..a.batch).map(|_| (0..=a.seq).map(|_| rng.below(256) as u32).collect()).collect();
     let batch = pezoo_models::LmBatcher.batch(items, &ad);
     let mut step = || {
-        let (loss, _) = model.loss(batch.inputs.clone(), batch.targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(3e-4, model.clone(), grads);
+        let out = TrainStep::step(&model, batch.clone());
+        model = optim.step(3e-4, model.clone(), out.grads);
     };
     let t = median(&ad, a.warmup, a.steps, &mut step);
     let tokens = (a.batch * a.seq) as f64 / t;

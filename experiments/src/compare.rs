@@ -122,9 +122,10 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                     buckets: 16,
                     query_block: 512,
                     device: a.device.clone(),
-                    passkey_trials: 2,
+                    // ≥ 20 prompts per reported cell (per run: 3 depths × 10; copy: 8 per distance)
+                    passkey_trials: 10,
                     depths: vec![0.0, 0.5, 1.0],
-                    copy_trials: 4,
+                    copy_trials: 8,
                 })?;
             }
             if !has("analyze.json") {

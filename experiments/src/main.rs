@@ -32,7 +32,39 @@ enum Command {
     Devices,
 }
 
+/// Burn builds incidental tensors on `Device::default()` (e.g. optimizer state when a
+/// checkpoint is loaded, before it moves to the training device), and with wgpu compiled in
+/// that default initialises a GPU adapter — on a machine without a display Mesa then prints
+/// `XDG_RUNTIME_DIR is invalid or not set`. Point the default at the CPU backend unless the
+/// user chose one (`BURN_DEVICE`); `--device` still picks where models run.
+#[allow(unsafe_code)]
+fn default_device_on_cpu() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        let cpu = if cfg!(feature = "flex") {
+            "flex"
+        } else if cfg!(feature = "ndarray") {
+            "ndarray"
+        } else {
+            return;
+        };
+        // SAFETY: called first thing in `main`, before any other thread exists, so nothing
+        // reads the environment concurrently.
+        unsafe { std::env::set_var("BURN_DEVICE", cpu) };
+    }
+}
+
 fn main() -> ExitCode {
+    default_device_on_cpu();
+    // `zoo inspect … | head`: a closed stdout ends the program quietly (println! panics on
+    // EPIPE; Rust ignores SIGPIPE), any other panic is reported as usual.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info)
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),

@@ -33,6 +33,85 @@ fn mean<I: IntoIterator<Item = f64>>(it: I) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// Wilson score interval (95%, z = 1.96) for k successes in n trials: (lo, hi).
+pub fn wilson(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (z, n_, p) = (1.96f64, n as f64, k as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n_)) / (1.0 + z * z / n_);
+    let half = z / (1.0 + z * z / n_) * (p * (1.0 - p) / n_ + z * z / (4.0 * n_ * n_)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// (correct, trials) of a run's passkey prompts at multiple `m`, over every depth.
+fn passkey_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
+    let len = length_of(r, m)?;
+    let cells: Vec<_> = r.passkey.iter().filter(|c| c.length == len).collect();
+    (!cells.is_empty()).then(|| (cells.iter().map(|c| c.correct).sum(), cells.iter().map(|c| c.trials).sum()))
+}
+
+/// (exact spans, trials) of a run's copy prompts at multiple `m`, over every distance.
+fn copy_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
+    let len = length_of(r, m)?;
+    let cells: Vec<_> = r.copy.iter().filter(|c| c.length == len).collect();
+    (!cells.is_empty()).then(|| {
+        let k = cells.iter().map(|c| (c.accuracy * c.trials as f64).round() as usize).sum();
+        (k, cells.iter().map(|c| c.trials).sum())
+    })
+}
+
+/// Counts pooled over an encoding's seeds.
+fn pooled(
+    runs: &[RunResults],
+    enc: &str,
+    m: usize,
+    f: fn(&RunResults, usize) -> Option<(usize, usize)>,
+) -> (usize, usize) {
+    runs.iter()
+        .filter(|r| r.encoding == enc)
+        .filter_map(|r| f(r, m))
+        .fold((0, 0), |(a, b), (k, n)| (a + k, b + n))
+}
+
+/// A retrieval table: accuracy pooled over seeds and prompts, its 95% Wilson interval and n;
+/// one line instead when every cell is zero.
+fn retrieval_table(
+    md: &mut String,
+    encodings: &[String],
+    cols: &[usize],
+    runs: &[RunResults],
+    f: fn(&RunResults, usize) -> Option<(usize, usize)>,
+) {
+    let cells: Vec<Vec<(usize, usize)>> =
+        encodings.iter().map(|e| cols.iter().map(|&m| pooled(runs, e, m, f)).collect()).collect();
+    let n_min = cells.iter().flatten().map(|c| c.1).filter(|&n| n > 0).min().unwrap_or(0);
+    if cells.iter().flatten().all(|c| c.0 == 0) {
+        let (_, hi) = wilson(0, n_min);
+        let _ = writeln!(
+            md,
+            "Every cell is 0 (n ≥ {n_min} prompts per cell, pooled over seeds; 95% Wilson upper bound {hi:.3}).\n"
+        );
+        return;
+    }
+    let _ = writeln!(md, "| encoding |{}", cols.iter().map(|m| format!(" {m}× |")).collect::<String>());
+    let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
+    for (e, row) in encodings.iter().zip(&cells) {
+        let cells: String = row
+            .iter()
+            .map(|&(k, n)| {
+                if n == 0 {
+                    return " – |".to_string();
+                }
+                let (lo, hi) = wilson(k, n);
+                format!(" {:.3} [{lo:.2}, {hi:.2}] n={n} |", k as f64 / n as f64)
+            })
+            .collect();
+        let _ = writeln!(md, "| {e} |{cells}");
+    }
+    md.push('\n');
+}
+
 fn passkey(r: &RunResults, m: usize) -> Option<f64> {
     let len = length_of(r, m)?;
     mean(r.passkey.iter().filter(|c| c.length == len).map(|c| c.accuracy))
@@ -87,11 +166,13 @@ pub fn write(
     runs: &[RunResults],
     seeds: u64,
 ) -> Result<PathBuf> {
-    write_csvs(out, runs)?;
+    write_csvs(out, runs, encodings, lengths)?;
     plot_all(out, encodings, lengths, runs)?;
     let mut md = format!(
-        "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Mean ± half-range over seeds. \
-         Every number: the CSVs here; per run: `<encoding>/seed<k>/`.\n\n",
+        "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Perplexity and attention: \
+         mean ± half-range over the {seeds} seeds. Retrieval: pooled counts with 95% Wilson intervals. \
+         Every number: the CSVs here (`summary.csv`: per encoding, with intervals); per run: \
+         `<encoding>/seed<k>/`.\n\n",
         encodings.len()
     );
     md.push_str("## Perplexity vs length (× training length)\n\n");
@@ -102,11 +183,15 @@ pub fn write(
         let _ = write!(md, " {e} {tps:.0};");
     }
     md.push_str("\n\n![perplexity vs length](ppl_vs_length.svg)\n![loss by position](per_position.svg)\n\n");
-    md.push_str("## Passkey retrieval (exact match, mean over depths)\n\n");
-    table(&mut md, encodings, lengths, runs, passkey);
+    md.push_str(
+        "## Passkey retrieval (exact match over every depth and seed; [95% Wilson interval], n prompts)\n\n",
+    );
+    retrieval_table(&mut md, encodings, lengths, runs, passkey_counts);
     md.push_str("![passkey accuracy: length × depth](passkey.svg)\n\n");
-    md.push_str("## Copy task (exact span, mean over distances)\n\n");
-    table(&mut md, encodings, lengths, runs, copy);
+    md.push_str(
+        "## Copy task (exact span over every distance and seed; [95% Wilson interval], n prompts)\n\n",
+    );
+    retrieval_table(&mut md, encodings, lengths, runs, copy_counts);
     md.push_str("![copy accuracy vs distance](copy.svg)\n\n");
     md.push_str(
         "## Attention by distance: the U-score\n\n(bins 0 + 9) / (bins 4 + 5) of the attention mass by \
@@ -174,58 +259,105 @@ fn pair_section(md: &mut String, runs: &[RunResults]) {
     md.push('\n');
 }
 
-fn write_csvs(out: &Path, runs: &[RunResults]) -> Result<()> {
-    let mut results =
-        String::from("encoding,seed,multiple,length,loss,ppl,passkey,copy,u_score,tokens_per_s\n");
-    let (mut pk, mut cp, mut pp, mut bd, mut pr) = (
-        String::from("encoding,seed,length,depth,trials,accuracy\n"),
-        String::from("encoding,seed,length,distance,trials,accuracy,token_accuracy\n"),
-        String::from("encoding,seed,length,bucket,loss\n"),
-        String::from("encoding,seed,length,distance,weight\n"),
-        String::from(
-            "encoding,seed,length,layer,pair,theta,q_norm,k_norm,mean,u_contrast,u_share,positional_share,\
-             activated,position_independent,hope_hf_dropped\n",
-        ),
-    );
+/// One CSV file, written atomically; fields quoted by the `csv` crate where needed.
+struct Csv(csv::Writer<Vec<u8>>);
+
+impl Csv {
+    fn new(header: &[&str]) -> Self {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(header).expect("writing to memory");
+        Self(w)
+    }
+    fn row(&mut self, fields: Vec<String>) {
+        self.0.write_record(&fields).expect("writing to memory");
+    }
+    fn save(self, path: &Path) -> Result<()> {
+        let bytes = self.0.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+        write_atomic(path, &bytes)
+    }
+}
+
+/// Formats a list of values as CSV fields.
+macro_rules! fields {
+    ($($v:expr),* $(,)?) => { vec![$($v.to_string()),*] };
+}
+
+fn write_csvs(out: &Path, runs: &[RunResults], encodings: &[String], lengths: &[usize]) -> Result<()> {
+    let mut results = Csv::new(&[
+        "encoding",
+        "seed",
+        "multiple",
+        "length",
+        "loss",
+        "ppl",
+        "passkey",
+        "passkey_trials",
+        "copy",
+        "copy_trials",
+        "u_score",
+        "tokens_per_s",
+    ]);
+    let mut pk = Csv::new(&["encoding", "seed", "length", "depth", "trials", "correct", "accuracy"]);
+    let mut cp =
+        Csv::new(&["encoding", "seed", "length", "distance", "trials", "accuracy", "token_accuracy"]);
+    let mut pp = Csv::new(&["encoding", "seed", "length", "bucket", "loss"]);
+    let mut bd = Csv::new(&["encoding", "seed", "length", "distance", "weight"]);
+    let mut pr = Csv::new(&[
+        "encoding",
+        "seed",
+        "length",
+        "layer",
+        "pair",
+        "theta",
+        "q_norm",
+        "k_norm",
+        "mean",
+        "u_contrast",
+        "u_share",
+        "positional_share",
+        "activated",
+        "position_independent",
+        "hope_hf_dropped",
+    ]);
     let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
     for r in runs {
         let (e, s) = (&r.encoding, r.seed);
         for l in &r.eval {
             let m = l.multiple;
-            let _ = writeln!(
-                results,
-                "{e},{s},{m},{},{},{},{},{},{},{}",
+            let (pn, cn) = (passkey_counts(r, m).map_or(0, |c| c.1), copy_counts(r, m).map_or(0, |c| c.1));
+            results.row(fields![
+                e,
+                s,
+                m,
                 l.length,
                 l.loss,
                 l.ppl,
                 nan(passkey(r, m)),
+                pn,
                 nan(copy(r, m)),
+                cn,
                 nan(u_score(r, m)),
                 r.tokens_per_s
-            );
+            ]);
             for (b, v) in l.per_position.iter().enumerate() {
-                let _ = writeln!(pp, "{e},{s},{},{b},{v}", l.length);
+                pp.row(fields![e, s, l.length, b, v]);
             }
         }
         for c in &r.passkey {
-            let _ = writeln!(pk, "{e},{s},{},{},{},{}", c.length, c.depth, c.trials, c.accuracy);
+            pk.row(fields![e, s, c.length, c.depth, c.trials, c.correct, c.accuracy]);
         }
         for c in &r.copy {
-            let _ = writeln!(
-                cp,
-                "{e},{s},{},{},{},{},{}",
-                c.length, c.distance, c.trials, c.accuracy, c.token_accuracy
-            );
+            cp.row(fields![e, s, c.length, c.distance, c.trials, c.accuracy, c.token_accuracy]);
         }
         for a in &r.analyze {
             for (d, w) in a.by_distance.iter().enumerate() {
-                let _ = writeln!(bd, "{e},{s},{},{d},{w}", a.length);
+                bd.row(fields![e, s, a.length, d, w]);
             }
             for l in &a.pairs {
                 for p in &l.pairs {
-                    let _ = writeln!(
-                        pr,
-                        "{e},{s},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    pr.row(fields![
+                        e,
+                        s,
                         a.length,
                         l.layer,
                         p.pair,
@@ -239,20 +371,44 @@ fn write_csvs(out: &Path, runs: &[RunResults]) -> Result<()> {
                         p.activated,
                         p.position_independent,
                         p.hope_hf_dropped
-                    );
+                    ]);
                 }
             }
         }
     }
-    for (name, text) in [
+    // Per encoding and multiple: perplexity mean and range over seeds (n = seeds), retrieval
+    // pooled over seeds with its 95% Wilson interval (n = prompts).
+    let mut sm = Csv::new(&["encoding", "multiple", "metric", "value", "lo", "hi", "n", "interval"]);
+    for e in encodings {
+        for &m in lengths {
+            let v: Vec<f64> = values(runs, e, |r| ppl(r, m)).into_iter().filter(|x| x.is_finite()).collect();
+            if !v.is_empty() {
+                let (lo, hi) =
+                    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                sm.row(fields![e, m, "ppl", mean, lo, hi, v.len(), "seed range"]);
+            }
+            for (name, f) in
+                [("passkey", passkey_counts as fn(&RunResults, usize) -> _), ("copy", copy_counts)]
+            {
+                let (k, n) = pooled(runs, e, m, f);
+                if n > 0 {
+                    let (lo, hi) = wilson(k, n);
+                    sm.row(fields![e, m, name, k as f64 / n as f64, lo, hi, n, "wilson95"]);
+                }
+            }
+        }
+    }
+    for (name, csv) in [
         ("results.csv", results),
         ("passkey.csv", pk),
         ("copy.csv", cp),
         ("per_position.csv", pp),
         ("attention_by_distance.csv", bd),
         ("pairs.csv", pr),
+        ("summary.csv", sm),
     ] {
-        write_atomic(&out.join(name), text.as_bytes())?;
+        csv.save(&out.join(name))?;
     }
     Ok(())
 }
@@ -366,4 +522,19 @@ fn plot_all(out: &Path, encodings: &[String], lengths: &[usize], runs: &[RunResu
         })
         .collect();
     heatmaps(&out.join("passkey.svg"), "passkey accuracy", "length", "depth", &maps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wilson;
+
+    #[test]
+    fn wilson_intervals_match_published_values() {
+        // 10/20: [0.2993, 0.7007]; 0/20: [0, 0.1611]; 20/20: [0.8389, 1] (Wilson 1927, z = 1.96)
+        let close = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 5e-4 && (a.1 - b.1).abs() < 5e-4;
+        assert!(close(wilson(10, 20), (0.2993, 0.7007)), "{:?}", wilson(10, 20));
+        assert!(close(wilson(0, 20), (0.0, 0.1611)), "{:?}", wilson(0, 20));
+        assert!(close(wilson(20, 20), (0.8389, 1.0)), "{:?}", wilson(20, 20));
+        assert!(wilson(0, 0).0.is_nan());
+    }
 }

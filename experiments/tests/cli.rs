@@ -88,8 +88,9 @@ fn inspect_json_is_machine_readable() {
     let d: Vec<u64> = v["distances"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     assert_eq!((&d[..3], d.len() > 129, *d.last().unwrap()), (&[0, 1, 2][..], true, 200));
     let fixed = |j: usize| v["curves"][0]["fixed"][j].as_f64().unwrap();
-    let want1: f64 = (0..8).map(|i| 2.0 * 10_000f64.powf(-2.0 * i as f64 / 16.0).cos()).sum();
-    assert!((fixed(0) - 16.0).abs() < 1e-9 && (fixed(1) - want1).abs() < 1e-9, "{} {}", fixed(0), fixed(1));
+    // attention's scale: the content score over √head_dim = 4
+    let want1: f64 = (0..8).map(|i| 2.0 * 10_000f64.powf(-2.0 * i as f64 / 16.0).cos()).sum::<f64>() / 4.0;
+    assert!((fixed(0) - 4.0).abs() < 1e-9 && (fixed(1) - want1).abs() < 1e-9, "{} {}", fixed(0), fixed(1));
     assert_svg(&svg, &["q = k = 1", "random mean + std"]);
     assert_one_line_error(&run(&[&args[..], &["--samples", "0"]].concat()), &["--samples", "≥ 1"]);
     let _ = std::fs::remove_dir_all(&dir);
@@ -113,15 +114,48 @@ fn last_row(csv: &Path) -> Vec<String> {
     text.lines().last().unwrap().split(',').map(String::from).collect()
 }
 
+/// A safetensors file's tensors by name (raw bytes): the header's metadata order varies.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let data = &b[8 + n..];
+    header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let o = v["data_offsets"].as_array().unwrap();
+            let (s, e) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+            (k.clone(), data[s..e].to_vec())
+        })
+        .collect()
+}
+
+/// Rows of metrics.csv without the timing column (tokens/s differs between runs).
+fn metric_rows(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+}
+
 #[test]
 fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let dir = tmp("resume");
     let cfg = dir.join("micro.toml");
     std::fs::write(&cfg, MICRO).unwrap();
+    let train = |out: &Path| -> Vec<String> {
+        ["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "flex"]
+            .map(String::from)
+            .to_vec()
+    };
+    // The reference: the same run, uninterrupted.
+    let whole = dir.join("whole");
+    let w = zoo().args(train(&whole)).output().unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+
     let out = dir.join("run");
-    let args =
-        ["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "flex"];
-    let mut child = zoo().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let args = train(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = zoo().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     while !out.join("checkpoint/model-2.bpk").exists() {
         assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint written");
@@ -130,7 +164,6 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     child.kill().unwrap(); // SIGKILL, possibly mid-write of the next checkpoint
     child.wait().unwrap();
     assert!(!out.join("model.safetensors").exists(), "killed before the end");
-    let rows_before = std::fs::read_to_string(out.join("metrics.csv")).unwrap().lines().count();
 
     // without --resume the run directory is protected
     let again = run(&args);
@@ -140,27 +173,39 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(resumed.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&resumed.stderr));
     assert!(stdout.contains("resuming from checkpoint"), "{stdout}");
-    assert!(out.join("model.safetensors").exists());
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert!(text.lines().count() > rows_before, "metrics appended");
+    // The same run: same data order, optimizer and schedule → bit-identical weights on flex,
+    // and the same metric rows, none repeated.
+    let bytes = |p: &Path| tensors(&p.join("model.safetensors"));
+    assert!(bytes(&out) == bytes(&whole), "resumed weights differ from the uninterrupted run's");
+    assert_eq!(metric_rows(&out), metric_rows(&whole), "metrics.csv of the resumed run");
     let last = last_row(&out.join("metrics.csv"));
     assert_eq!((last[0].as_str(), last[1].as_str()), ("200", "valid"), "ends at the configured step count");
-    // loss continuous: the first row after resuming is far below the untrained ln(260) ≈ 5.56
-    let rows: Vec<Vec<String>> =
-        text.lines().skip(rows_before).map(|l| l.split(',').map(String::from).collect()).collect();
-    let first_loss: f64 = rows[0][2].parse().unwrap();
-    let first_step: usize = rows[0][0].parse().unwrap();
-    assert!(first_step > 20, "resumed after the checkpoint, at step {first_step}");
-    assert!(first_loss < 4.0, "resumed loss {first_loss} continues from the checkpoint");
 
-    // zoo eval on the finished run: at 1× the training length over the same 8 held-out windows
-    // (valid_batches × batch_size), perplexity equals the one training reported.
-    let reported: f64 = stdout
+    // A checkpoint write that fails (here: a directory where checkpoint 3 goes) stops the run
+    // with one error line naming the step; the last complete checkpoint resumes it.
+    let failing = dir.join("failing");
+    std::fs::create_dir_all(failing.join("checkpoint/model-3.bpk/x")).unwrap();
+    // (--resume: the directory already has a checkpoint/ folder; there is nothing to resume)
+    let fargs = [train(&failing), vec!["--resume".to_string()]].concat();
+    let f = zoo().args(&fargs).output().unwrap();
+    let err = String::from_utf8_lossy(&f.stderr);
+    assert_eq!(f.status.code(), Some(1), "a failed checkpoint write is an error: {err}");
+    assert!(err.contains("training stopped at step") && err.contains("/200"), "{err}");
+    assert!(err.contains("model-3"), "names the file: {err}");
+    assert!(!failing.join("model.safetensors").exists(), "no final model after an early stop");
+    std::fs::remove_dir_all(failing.join("checkpoint/model-3.bpk")).unwrap();
+    let r = zoo().args(&fargs).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(bytes(&failing) == bytes(&whole), "resumed after a failed write: same weights");
+
+    let reported: f64 = String::from_utf8_lossy(&w.stdout)
         .lines()
         .find_map(|l| {
             l.strip_prefix("done in ")?.split("valid loss ").nth(1)?.split(' ').next()?.parse().ok()
         })
         .expect("final valid loss line");
+    // zoo eval on the finished run: at 1× the training length over the same 8 held-out windows
+    // (valid_batches × batch_size), perplexity equals the one training reported.
     let ev = run(&[
         "eval",
         "--run",
@@ -329,5 +374,54 @@ fn compare_micro_writes_every_file_and_resumes() {
         &run(&["compare", "--preset", "huge", "--out", out.to_str().unwrap()]),
         &["--preset", "micro, quick, small"],
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_run_stops_at_exactly_its_steps_and_its_rate_never_rises_after_warm_up() {
+    let dir = tmp("steps");
+    let cfg = dir.join("micro.toml");
+    // checkpoint_every (20) does not divide --steps (30): the last epoch is 10 steps.
+    std::fs::write(&cfg, MICRO.replace("log_every = 10", "log_every = 1")).unwrap();
+    std::fs::write(dir.join("text.txt"), "the cat sat on the mat. ".repeat(200)).unwrap();
+    let out = dir.join("run");
+    let o = zoo()
+        .current_dir(&dir)
+        .args(["train", "--config", "micro.toml", "--steps", "30", "--data", "text.txt"])
+        .args(["--out", out.to_str().unwrap(), "--device", "flex"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let train: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| r[1] == "train")
+        .map(|r| (r[0].parse().unwrap(), r[4].parse().unwrap()))
+        .collect();
+    assert_eq!(
+        train.iter().map(|t| t.0).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>(),
+        "one row per step"
+    );
+    let last = rows.last().unwrap();
+    assert_eq!((last[0], last[1]), ("30", "valid"));
+    // warm-up is 5 steps; after it the rate only falls, ending at min_lr
+    for w in train[5..].windows(2) {
+        assert!(w[1].1 <= w[0].1 * (1.0 + 1e-9), "lr rose after warm-up: {w:?}");
+    }
+    assert!((train[29].1 - 3e-4).abs() < 1e-9, "ends at min_lr: {}", train[29].1);
+    // the data path is stored absolute: eval from another directory reads the same text
+    let stored = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let abs = dir.join("text.txt");
+    assert!(stored.contains(abs.to_str().unwrap()), "absolute data path in {stored}");
+    let ev = zoo()
+        .current_dir(std::env::temp_dir())
+        .args(["eval", "--run", out.to_str().unwrap(), "--lengths", "1", "--device", "flex"])
+        .args(["--passkey-trials", "0", "--copy-trials", "0"])
+        .output()
+        .unwrap();
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }

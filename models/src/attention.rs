@@ -6,6 +6,8 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use pezoo_encodings::PositionalEncoding;
 
+use crate::plan::PositionPlan;
+
 /// What one layer exposes for analysis.
 #[derive(Debug)]
 pub struct LayerCapture {
@@ -23,13 +25,6 @@ pub struct Attention {
     n_heads: usize,
 }
 
-/// `[1, 1, q, k]` additive causal mask for queries at `q0..q0+q` and keys at `0..k` (relative).
-fn causal_mask(q0: usize, q: usize, k: usize, device: &Device) -> Tensor<4> {
-    let v: Vec<f32> =
-        (0..q).flat_map(|i| (0..k).map(move |j| if j > q0 + i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_data(TensorData::new(v, [1, 1, q, k]), device)
-}
-
 impl Attention {
     pub fn new(d_model: usize, n_heads: usize, device: &Device) -> Self {
         Self {
@@ -39,16 +34,14 @@ impl Attention {
         }
     }
 
-    /// `x: [batch, seq, d_model]` whose first token sits at absolute position `start`.
-    /// With `capture`, also returns the probabilities and the un-encoded q and k.
-    /// Queries are processed in blocks of at most `max_block` (memory) and of the encoding's
-    /// numerically safe block (HoPE-Hyp, xPos).
+    /// `x: [batch, seq, d_model]` whose first token sits at absolute position `plan.start`,
+    /// attended in the plan's query blocks. With `capture`, also returns the probabilities and
+    /// the un-encoded q and k.
     pub fn forward(
         &self,
         x: Tensor<3>,
         enc: &dyn PositionalEncoding,
-        start: usize,
-        max_block: Option<usize>,
+        plan: &PositionPlan,
         capture: bool,
     ) -> (Tensor<3>, Option<LayerCapture>) {
         let [b, s, d] = x.dims();
@@ -56,27 +49,31 @@ impl Attention {
         let device = x.device();
         let qkv = self.qkv.forward(x).reshape([b, s, 3, h, dh]).permute([2, 0, 3, 1, 4]); // [3, b, h, s, dh]
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, s, dh]);
-        let (q, k, v) = (part(0), part(1), part(2));
+        // Scale q (b·s·dh values) rather than the scores (b·s² values).
+        let (q_raw, k, v) = (part(0), part(1), part(2));
+        let q = q_raw.clone().mul_scalar(1.0 / (dh as f64).sqrt());
         let rotary = enc.rotary();
-        let safe = rotary.and_then(|r| r.query_block());
-        let block = [Some(s), safe, max_block].into_iter().flatten().min().unwrap_or(s).max(1);
-        let scale = 1.0 / (dh as f64).sqrt();
+        let start = plan.start;
 
         let mut outs = Vec::new();
         let mut probs = Vec::new();
-        for q0 in (0..s).step_by(block) {
-            let (nq, nk) = ((s - q0).min(block), q0 + (s - q0).min(block)); // keys 0..q0+nq
-            let qc = q.clone().narrow(2, q0, nq);
-            let (kc, vc) = (k.clone().narrow(2, 0, nk), v.clone().narrow(2, 0, nk));
+        for (i, blk) in plan.blocks.iter().enumerate() {
+            let (q0, nq, nk) = (blk.q0, blk.nq, blk.nk);
+            let qc = if nq == s { q.clone() } else { q.clone().narrow(2, q0, nq) };
+            let (kc, vc) = if nk == s {
+                (k.clone(), v.clone())
+            } else {
+                (k.clone().narrow(2, 0, nk), v.clone().narrow(2, 0, nk))
+            };
             let (qc, kc) = match rotary {
                 Some(r) => r.apply_qk(qc, kc, &[start + q0], &[start], start + s),
                 None => (qc, kc),
             };
-            let mut scores = qc.matmul(kc.transpose()).mul_scalar(scale); // [b, h, nq, nk]
-            if let Some(bias) = enc.attention_bias(start + q0..start + q0 + nq, start..start + nk, &device) {
-                scores = scores + bias.unsqueeze_dim::<4>(0);
+            let mut scores = qc.matmul(kc.transpose()); // [b, h, nq, nk]
+            if let Some(bias) = plan.bias(i, enc, &device) {
+                scores = scores + bias;
             }
-            let p = softmax(scores + causal_mask(q0, nq, nk, &device), 3);
+            let p = softmax(scores.mask_fill(plan.mask(i), f32::NEG_INFINITY), 3);
             outs.push(p.clone().matmul(vc)); // [b, h, nq, dh]
             if capture {
                 let p = if nk < s {
@@ -89,6 +86,6 @@ impl Attention {
         }
         let y = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(outs, 2) };
         let y = self.out.forward(y.swap_dims(1, 2).reshape([b, s, d]));
-        (y, capture.then(|| LayerCapture { probs: Tensor::cat(probs, 2), q, k }))
+        (y, capture.then(|| LayerCapture { probs: Tensor::cat(probs, 2), q: q_raw, k }))
     }
 }

@@ -20,28 +20,52 @@ pub fn token_stream(docs: &[String]) -> Vec<u32> {
     out
 }
 
-/// `len` windows of `seq_len + 1` tokens at seeded pseudo-random offsets of the stream
-/// (window i is the same on every run with the same seed).
+/// Start of training window `index` in `epoch`: uniform over the `n_starts` possible starts,
+/// a pure function of (seed, epoch, index), so every epoch draws fresh windows and a resumed
+/// run draws exactly the windows an uninterrupted one would.
+pub fn window_start(seed: u64, epoch: usize, index: usize, n_starts: usize) -> usize {
+    let epoch_key = SplitMix(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
+    let mut rng = SplitMix(epoch_key ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    rng.below(n_starts)
+}
+
+/// `len` windows of `seq_len + 1` tokens at seeded uniform offsets of the stream; window i of
+/// epoch e is [`window_start`]`(seed, e, i, …)`.
 #[derive(Debug, Clone)]
 pub struct RandomWindows {
     tokens: Arc<Vec<u32>>,
     seq_len: usize,
     len: usize,
     seed: u64,
+    epoch: usize,
 }
 
 impl RandomWindows {
     pub fn new(tokens: Arc<Vec<u32>>, seq_len: usize, len: usize, seed: u64) -> Self {
         assert!(tokens.len() > seq_len + 1, "token stream shorter than one window");
-        Self { tokens, seq_len, len, seed }
+        Self { tokens, seq_len, len, seed, epoch: 0 }
+    }
+
+    /// The same windows' draw for another epoch.
+    pub fn with_epoch(mut self, epoch: usize) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Number of distinct window starts.
+    pub fn n_starts(&self) -> usize {
+        self.tokens.len() - self.seq_len - 1
+    }
+
+    pub fn start(&self, index: usize) -> usize {
+        window_start(self.seed, self.epoch, index, self.n_starts())
     }
 }
 
 impl Dataset<Vec<u32>> for RandomWindows {
     fn get(&self, index: usize) -> Result<Vec<u32>, DatasetError> {
         assert!(index < self.len, "index out of bounds for RandomWindows: {index} >= {}", self.len);
-        let mut rng = SplitMix(self.seed ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        let start = rng.below(self.tokens.len() - self.seq_len - 1);
+        let start = self.start(index);
         Ok(self.tokens[start..start + self.seq_len + 1].to_vec())
     }
     fn len(&self) -> usize {
@@ -80,6 +104,8 @@ pub struct LmBatch {
     pub inputs: Tensor<2, Int>,
     /// `[batch, seq]`, the inputs shifted by one
     pub targets: Tensor<2, Int>,
+    /// Micro-batches the training step splits `batch` into (gradient accumulation); 1 = none.
+    pub micro_batches: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,6 +123,7 @@ impl Batcher<Vec<u32>, LmBatch> for LmBatcher {
         LmBatch {
             inputs: Tensor::from_data(TensorData::new(inp, [b, s]), device),
             targets: Tensor::from_data(TensorData::new(tgt, [b, s]), device),
+            micro_batches: 1,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The small decoder-only LM.
 
+use burn::module::ParamGroup;
 use burn::nn::Initializer;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, EmbeddingConfig, Gelu, Linear, LinearConfig, RmsNorm, RmsNormConfig};
@@ -9,6 +10,7 @@ use pezoo_encodings::{Encoding, check_positions};
 
 use crate::attention::{Attention, LayerCapture};
 use crate::config::{MlpKind, ModelConfig, ModelError};
+use crate::plan::PositionPlan;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -57,13 +59,22 @@ pub struct Captured {
 #[derive(Module, Debug)]
 pub struct Lm {
     embed: Embedding,
-    encoding: Encoding,
+    /// One encoding shared by every layer, or one per layer (`EncodingConfig::per_layer`).
+    encodings: Vec<Encoding>,
     blocks: Vec<Block>,
     norm: RmsNorm,
     head: Option<Linear>,
     #[module(skip)]
     config: ModelConfig,
+    /// Global gradient-norm clip applied by the training step; 0 = none.
+    #[module(skip)]
+    pub(crate) grad_clip: f64,
 }
+
+/// Parameters that take weight decay: the weight matrices and the embeddings (module paths;
+/// `Lm::decay_group`). Norm gains, biases and every encoding parameter take none.
+pub const DECAY_PATTERN: &str =
+    r"^(embed\.weight|head\.weight|blocks\.\d+\.(attn\.(qkv|out)|mlp\.(up|gate|down))\.weight)$";
 
 impl Lm {
     /// Validates the config and builds the model on `device`.
@@ -79,18 +90,26 @@ impl Lm {
                 mlp: Mlp::new(c, device),
             })
             .collect();
+        let n_enc = if c.encoding.per_layer() { c.n_layers } else { 1 };
+        let encodings = (0..n_enc)
+            .map(|_| c.encoding.init(&c.encoding_context(), device))
+            .collect::<Result<Vec<_>, _>>()?;
+        // GPT-2's N(0, 0.02): with tied embeddings the initial logits stay near zero (initial
+        // loss ≈ ln vocab). An encoding that scales the embeddings (sinusoidal: ×√d, Vaswani et
+        // al.) gets std 1/scale, so the scaled embeddings are N(0, 1) as in the paper.
+        let scale = encodings[0].as_dyn().embedding_scale();
+        let std = if scale == 1.0 { 0.02 } else { 1.0 / scale };
         Ok(Self {
-            // GPT-2's N(0, 0.02): with tied embeddings the initial logits stay near zero
-            // (initial loss ≈ ln vocab) instead of N(0, 1)'s ≈ √d-sized logits.
             embed: EmbeddingConfig::new(c.vocab_size, c.d_model)
-                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
                 .init(device),
-            encoding: c.encoding.init(&c.encoding_context(), device)?,
+            encodings,
             blocks,
             norm: norm(),
             head: (!c.tie_embeddings)
                 .then(|| LinearConfig::new(c.d_model, c.vocab_size).with_bias(false).init(device)),
             config: c.clone(),
+            grad_clip: 0.0,
         })
     }
 
@@ -98,13 +117,47 @@ impl Lm {
         &self.config
     }
 
+    /// The encoding (the first layer's, when each layer has its own).
     pub fn encoding(&self) -> &Encoding {
-        &self.encoding
+        &self.encodings[0]
+    }
+
+    /// Layer `i`'s encoding.
+    pub fn layer_encoding(&self, i: usize) -> &Encoding {
+        &self.encodings[i.min(self.encodings.len() - 1)]
+    }
+
+    /// The training step clips the global gradient norm to `max_norm` (0 = no clip).
+    pub fn with_grad_clip(mut self, max_norm: f64) -> Self {
+        self.grad_clip = max_norm;
+        self
+    }
+
+    /// The parameters that take weight decay ([`DECAY_PATTERN`]).
+    pub fn decay_group() -> ParamGroup {
+        ParamGroup::from_regex(DECAY_PATTERN).expect("DECAY_PATTERN is a valid regex")
     }
 
     /// Checks that `len` positions from `start` are valid for this model's encoding.
     pub fn check_len(&self, start: usize, len: usize) -> Result<(), ModelError> {
-        Ok(check_positions(self.encoding.as_dyn(), start + len)?)
+        Ok(check_positions(self.encoding().as_dyn(), start + len)?)
+    }
+
+    /// The first block's input: token embeddings (scaled as the encoding asks) plus the
+    /// position embedding of an embedding-class encoding, `[batch, seq, d_model]`.
+    pub fn input_embedding(&self, tokens: Tensor<2, Int>, start: usize) -> Tensor<3> {
+        let [_, s] = tokens.dims();
+        let device = tokens.device();
+        let enc = self.encoding().as_dyn();
+        let x = self.embed.forward(tokens); // [batch, seq, d_model]
+        match enc.position_embedding(start..start + s, &device) {
+            Some(pe) => {
+                let scale = enc.embedding_scale();
+                let x = if scale != 1.0 { x.mul_scalar(scale) } else { x };
+                x + pe.unsqueeze_dim::<3>(0)
+            }
+            None => x,
+        }
     }
 
     /// `tokens: [batch, seq]` starting at absolute position `start` → logits `[batch, seq, vocab]`.
@@ -116,24 +169,29 @@ impl Lm {
         max_block: Option<usize>,
         capture: bool,
     ) -> (Tensor<3>, Captured) {
-        let [_, s] = tokens.dims();
+        let [b, s] = tokens.dims();
         let device = tokens.device();
-        let enc = self.encoding.as_dyn();
-        let mut x = self.embed.forward(tokens); // [batch, seq, d_model]
-        if let Some(pe) = enc.position_embedding(start..start + s, &device) {
-            x = x + pe.unsqueeze_dim::<3>(0);
-        }
+        let enc = self.encoding().as_dyn();
+        let mut x = self.input_embedding(tokens, start);
+        let plan = PositionPlan::new(start, s, max_block, enc, self.encodings.len() == 1, &device);
         let mut captured = Captured::default();
-        for blk in &self.blocks {
-            let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, start, max_block, capture);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let enc = self.layer_encoding(i).as_dyn();
+            let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, capture);
             x = x + a;
             x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
             captured.layers.extend(p);
         }
         let x = self.norm.forward(x);
+        let d = self.config.d_model;
         let logits = match &self.head {
             Some(h) => h.forward(x),
-            None => x.matmul(self.embed.weight.val().transpose().unsqueeze_dim::<3>(0)),
+            // Tied head as one 2-D matmul: [b·s, d] × [d, vocab].
+            None => x.reshape([b * s, d]).matmul(self.embed.weight.val().transpose()).reshape([
+                b,
+                s,
+                self.config.vocab_size,
+            ]),
         };
         (logits, captured)
     }

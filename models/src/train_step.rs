@@ -1,35 +1,130 @@
-//! burn-train glue: the LM's training and validation steps.
+//! burn-train glue: the LM's training step (micro-batched gradient accumulation and a global
+//! gradient-norm clip, as PyTorch's `clip_grad_norm_`) and its validation step.
+//!
+//! Burn's optimizer clips each parameter's gradient on its own; the config promises a *global*
+//! clip, so it is done here, on the device (no host read), over the accumulated gradient.
 
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::tensor::ExecutionError;
+use burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::data::LmBatch;
 use crate::lm::Lm;
 
+/// What a step reports to the metrics: its mean next-token loss (perplexity is `exp` of it).
+#[derive(Debug, Clone)]
+pub struct LmOutput {
+    /// `[1]`, mean cross-entropy in nats per token.
+    pub loss: Tensor<1>,
+}
+
+impl ItemLazy for LmOutput {
+    fn sync(self) -> Result<Self, ExecutionError> {
+        self.loss.device().flush()?;
+        Ok(Self { loss: self.loss.without_autodiff() })
+    }
+}
+
+impl Adaptor<LossInput> for LmOutput {
+    fn adapt(&self) -> LossInput {
+        LossInput::new(self.loss.clone())
+    }
+}
+
+/// Sum of squared gradient entries over every parameter, on the device.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let sq = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+/// Multiplies every gradient by `coef` (`[1]`).
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    coef: Tensor<1>,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            let coef = self.coef.clone().reshape([1; D]);
+            self.grads.register::<D>(param.id, g * coef);
+        }
+    }
+}
+
+/// Scales `grads` so their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`:
+/// coef = min(1, max_norm / (norm + 1e-6))). Returns the norm before clipping, `[1]`.
+pub fn clip_grad_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
+    let mut v = SquaredNorm { grads, total: None };
+    module.visit(&mut v);
+    let norm = v.total?.sqrt();
+    let coef = norm.clone().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    module.visit(&mut Scale { grads, coef });
+    Some(norm)
+}
+
 impl Lm {
-    fn step_output(&self, batch: LmBatch) -> ClassificationOutput {
+    fn step_loss(&self, inputs: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         let device = &self.devices()[0];
-        let (inputs, targets) = (batch.inputs.to_device(device), batch.targets.to_device(device));
-        let [b, s] = targets.dims();
-        let (loss, logits) = self.loss(inputs, targets.clone());
-        ClassificationOutput { loss, output: logits, targets: targets.reshape([b * s]) }
+        self.loss(inputs.to_device(device), targets.to_device(device)).0
     }
 }
 
 impl TrainStep for Lm {
     type Input = LmBatch;
-    type Output = ClassificationOutput;
-    fn step(&self, batch: LmBatch) -> TrainOutput<ClassificationOutput> {
-        let out = self.step_output(batch);
-        let grads = out.loss.backward();
-        TrainOutput::new(self, grads, out)
+    type Output = LmOutput;
+    /// One optimizer step's gradient: the batch in `micro_batches` equal parts, each part's
+    /// backward freeing its graph before the next; the mean of the parts' gradients (= the
+    /// gradient of the whole batch's mean loss), clipped globally when the config says so.
+    fn step(&self, batch: LmBatch) -> TrainOutput<LmOutput> {
+        let [b, _] = batch.inputs.dims();
+        let parts = batch.micro_batches.clamp(1, b);
+        let micro = b.div_ceil(parts);
+        let mut acc = GradientsAccumulator::<Lm>::new();
+        let mut total: Option<Tensor<1>> = None;
+        for i in 0..parts {
+            let (lo, n) = (i * micro, micro.min(b - i * micro));
+            let loss =
+                self.step_loss(batch.inputs.clone().narrow(0, lo, n), batch.targets.clone().narrow(0, lo, n));
+            let weighted = loss.mul_scalar(n as f64 / b as f64);
+            acc.accumulate(self, GradientsParams::from_grads(weighted.backward(), self));
+            let detached = weighted.detach();
+            total = Some(match total {
+                Some(t) => t + detached,
+                None => detached,
+            });
+        }
+        let mut grads = acc.grads();
+        if self.grad_clip > 0.0 {
+            clip_grad_norm(self, &mut grads, self.grad_clip);
+        }
+        TrainOutput { grads, item: LmOutput { loss: total.expect("at least one micro-batch") } }
     }
 }
 
 impl InferenceStep for Lm {
     type Input = LmBatch;
-    type Output = ClassificationOutput;
-    fn step(&self, batch: LmBatch) -> ClassificationOutput {
-        self.step_output(batch)
+    type Output = LmOutput;
+    fn step(&self, batch: LmBatch) -> LmOutput {
+        LmOutput { loss: self.step_loss(batch.inputs, batch.targets) }
     }
 }

@@ -1,6 +1,6 @@
 //! ALiBi (Press et al. 2022): logit += −slope_h·(m − n). Slopes 2^(−8h/H), h = 1…H, for H a
 //! power of two; otherwise the paper's rule: the slopes of the closest smaller power of two,
-//! then every other slope of twice that many.
+//! then every other slope of twice that many. Fixed, and the same in every layer (the paper).
 
 use std::ops::Range;
 

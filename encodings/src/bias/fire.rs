@@ -2,6 +2,9 @@
 //! MLP 1 → width → ReLU → H, with c and L_thr = |ℓ·L₀| learned (ℓ starts at 1), following the
 //! paper's reference code. The bias depends on the query position m through the normaliser:
 //! `zoo inspect` reports it for a query at position Δ and a key at 0.
+//!
+//! Sharing: one MLP for all layers — the paper's layerwise sharing (following T5), which it
+//! uses for its main results.
 
 use std::ops::Range;
 
@@ -44,8 +47,9 @@ const EPS: f64 = 1e-6;
 
 #[derive(Module, Debug)]
 pub struct Fire {
-    fc1: Linear,
-    fc2: Linear,
+    /// The MLP 1 → width → ReLU → heads (public so tests can evaluate it independently).
+    pub fc1: Linear,
+    pub fc2: Linear,
     c: Param<Tensor<1>>,
     threshold_multiplier: Param<Tensor<1>>,
     #[module(skip)]

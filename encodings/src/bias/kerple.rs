@@ -1,6 +1,9 @@
 //! KERPLE (Chi et al. 2022): logit += −r1·ln(1 + r2·Δ) (log) or −r1·Δ^r2 (power), r1, r2 > 0
 //! learned per head (power: r2 ≤ 2). Constraints hold by parametrisation: r = softplus(raw) + ε,
 //! power r2 = 2·sigmoid(raw). Initialised at r1 = 1, r2 = 1.
+//!
+//! Sharing: per layer, as in the paper's GPT-NeoX implementation (each attention layer owns its
+//! r1, r2 per head), so a model holds one instance per layer (`PER_LAYER`).
 
 use std::ops::Range;
 
@@ -48,6 +51,7 @@ impl EncodingKind for KerpleConfig {
     const KIND: &'static str = "kerple";
     const SUMMARY: &'static str = "learned log or power distance kernel per head (Chi et al. 2022)";
     type Module = Kerple;
+    const PER_LAYER: bool = true;
 
     fn validate(&self, ctx: &EncodingContext) -> Result<()> {
         if ctx.n_heads == 0 {

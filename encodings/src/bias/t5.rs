@@ -1,5 +1,8 @@
 //! T5 relative bias (Raffel et al. 2020), causal: a learned scalar per head per bucket of
 //! Δ = max(m − n, 0); exact buckets below `num_buckets/2`, log-spaced up to `max_distance`.
+//!
+//! Sharing: one table for all layers, as in the paper (§2.1: "we share the position embedding
+//! parameters across all layers"; Hugging Face computes it in layer 0 and passes it on).
 
 use std::ops::Range;
 

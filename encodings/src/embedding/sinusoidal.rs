@@ -1,5 +1,8 @@
 //! Sinusoidal absolute encoding (Vaswani et al. 2017): PE(p, 2i) = sin(p·b^(−2i/d)),
 //! PE(p, 2i+1) = cos(…), added to the token embeddings. Angles are formed in f64.
+//! As in the paper (§3.4), the token embeddings are multiplied by √d_model first
+//! ([`PositionalEncoding::embedding_scale`]); the model initialises them with std 1/√d_model,
+//! so content (≈ N(0, 1) per entry) and position (entries in [−1, 1]) have comparable size.
 
 use std::ops::Range;
 
@@ -60,6 +63,10 @@ impl EncodingKind for SinusoidalConfig {
 impl PositionalEncoding for Sinusoidal {
     fn class(&self) -> EncodingClass {
         EncodingClass::Embedding
+    }
+
+    fn embedding_scale(&self) -> f64 {
+        (self.ctx.d_model as f64).sqrt()
     }
 
     fn position_embedding(&self, positions: Range<usize>, device: &Device) -> Option<Tensor<2>> {

@@ -265,7 +265,38 @@ pub struct RotaryEncoding {
     #[module(skip)]
     spec: RotarySpec,
     damping_raw: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    tables: TableCache,
+    /// θ' as last read from the device (f64 bits; NaN = never): the re-centring guard of every
+    /// `apply` uses it, so a forward reads θ' once (its position plan), not once per layer.
+    #[module(skip)]
+    theta_prime_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The reference path's parameter-free coefficient tables, keyed by what they depend on; a
+/// handful of entries (training uses one or two; long evaluations one per query block).
+#[derive(Clone, Default)]
+pub struct TableCache(std::sync::Arc<std::sync::Mutex<Vec<TableEntry>>>);
+
+type TableEntry = (TableKey, [Tensor<4>; 2]);
+
+#[derive(Clone, PartialEq)]
+struct TableKey {
+    device: Device,
+    autodiff: bool,
+    starts: Vec<i64>,
+    seq: usize,
+    side: Side,
+    context_len: usize,
+}
+
+impl std::fmt::Debug for TableCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TableCache({} entries)", self.0.lock().map_or(0, |v| v.len()))
+    }
+}
+
+const TABLE_CACHE_ENTRIES: usize = 16;
 
 const DAMPING_EPS: f64 = 1e-6;
 
@@ -280,7 +311,42 @@ impl RotaryEncoding {
             }
             _ => None,
         };
-        Self { spec, damping_raw }
+        Self {
+            spec,
+            damping_raw,
+            tables: TableCache::default(),
+            theta_prime_seen: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(f64::NAN.to_bits())),
+        }
+    }
+
+    /// The tables for this key from the cache, or `build` them and keep them.
+    pub(crate) fn cached_tables(
+        &self,
+        starts: &[i64],
+        seq: usize,
+        side: Side,
+        context_len: usize,
+        device: &Device,
+        build: impl FnOnce() -> [Tensor<4>; 2],
+    ) -> [Tensor<4>; 2] {
+        let key = TableKey {
+            device: device.clone(),
+            autodiff: device.is_autodiff(),
+            starts: starts.to_vec(),
+            seq,
+            side,
+            context_len: if self.spec.dynamic.is_some() { context_len } else { 0 },
+        };
+        let mut cache = self.tables.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
+            return t.clone();
+        }
+        let t = build();
+        if cache.len() >= TABLE_CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((key, t.clone()));
+        t
     }
 
     pub fn spec(&self) -> &RotarySpec {
@@ -306,7 +372,9 @@ impl RotaryEncoding {
             (PairMap::Hyperbolic { .. }, Some(raw)) => {
                 let r = raw.val().into_data().try_to_vec::<f32>().expect("f32 damping")[0] as f64;
                 let sp = if r > 20.0 { r } else { r.exp().ln_1p() };
-                max_theta(&self.spec) + sp + DAMPING_EPS
+                let tp = max_theta(&self.spec) + sp + DAMPING_EPS;
+                self.theta_prime_seen.store(tp.to_bits(), std::sync::atomic::Ordering::Relaxed);
+                tp
             }
             (PairMap::Hyperbolic { theta_prime, .. }, None) => theta_prime,
             _ => 0.0,
@@ -322,6 +390,13 @@ impl RotaryEncoding {
     /// Longest numerically safe query block (HoPE-Hyp, xPos); `None` = any length.
     pub fn query_block(&self) -> Option<usize> {
         self.spec.query_block(self.theta_prime())
+    }
+
+    /// [`Self::query_block`] from the θ' last read (reading it only if never read): for guards
+    /// inside a forward whose plan has just read it. No device→host read per layer.
+    pub fn query_block_seen(&self) -> Option<usize> {
+        let seen = f64::from_bits(self.theta_prime_seen.load(std::sync::atomic::Ordering::Relaxed));
+        if seen.is_nan() { self.query_block() } else { self.spec.query_block(seen) }
     }
 
     /// Applies the map to `x: [batch, heads, seq, head_dim]` whose token s of sequence b sits at

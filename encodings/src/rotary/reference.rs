@@ -5,8 +5,11 @@ use burn::prelude::*;
 
 use super::{PairMap, RotaryEncoding, Side};
 
-/// Per-pair coefficients `a, b, c, d`, each `[starts, 1, seq, pairs]`, for positions
-/// `starts[j] + s`.
+/// Per-pair coefficients, two tables `[starts, 1, seq, pairs]` for positions `starts[j] + s`:
+/// for a rotation (with xPos scale / YaRN factor) `(g·cos, g·sin)` — its map is
+/// `[[a, −c], [c, a]]`, so two tables suffice; for HoPE-Hyp the boost's eigenvalues `(e₊, e₋)`.
+/// Tables that depend on no parameter are cached by the encoding (same shape, start, side and
+/// context → the same tensors, built and uploaded once).
 fn coefficients(
     enc: &RotaryEncoding,
     starts: &[i64],
@@ -14,7 +17,7 @@ fn coefficients(
     side: Side,
     context_len: usize,
     device: &Device,
-) -> [Tensor<4>; 4] {
+) -> [Tensor<4>; 2] {
     let spec = enc.spec();
     let half = spec.pairs();
     let nb = starts.len();
@@ -39,26 +42,22 @@ fn coefficients(
             let damp = sp * theta_prime.reshape([1, 1, 1, 1]); // [nb, 1, seq, 1]
             let ep = (spt.clone() - damp.clone()).exp();
             let em = (spt.neg() - damp).exp();
-            // (e_+, 0, 0, e_−): applied in the boost's eigenbasis by `apply` (well conditioned)
-            let zero = Tensor::zeros(ep.dims(), device);
-            [ep, zero.clone(), zero, em]
+            [ep, em] // applied in the boost's eigenbasis by `apply` (well conditioned)
         }
-        _ => {
-            let mut m = [(); 4].map(|_| Vec::with_capacity(n));
+        _ => enc.cached_tables(starts, seq, side, context_len, device, || {
+            let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for &start in starts {
                 for t in 0..seq {
                     let p = (start + t as i64) as f64;
                     for (i, &th) in theta.iter().enumerate() {
-                        let [[a, b], [c, d]] = spec.pair_map(i, th, p, side, 0.0);
-                        m[0].push(a as f32);
-                        m[1].push(b as f32);
-                        m[2].push(c as f32);
-                        m[3].push(d as f32);
+                        let [[a, _], [c, _]] = spec.pair_map(i, th, p, side, 0.0);
+                        cos.push(a as f32);
+                        sin.push(c as f32);
                     }
                 }
             }
-            m.map(|v| Tensor::from_data(TensorData::new(v, shape), device))
-        }
+            [cos, sin].map(|v| Tensor::from_data(TensorData::new(v, shape), device))
+        }),
     }
 }
 
@@ -66,7 +65,7 @@ fn coefficients(
 /// may go forward, the key side back, by at most a safe block. Panics otherwise (a caller bug
 /// that would silently produce inf/NaN).
 pub fn check_centred(enc: &RotaryEncoding, starts: &[i64], seq: usize, side: Side) {
-    if let Some(block) = enc.query_block() {
+    if let Some(block) = enc.query_block_seen() {
         let (lo, hi) = (*starts.iter().min().unwrap(), starts.iter().max().unwrap() + seq as i64 - 1);
         let growing = match side {
             Side::Query => -lo,
@@ -95,7 +94,7 @@ pub fn apply(
     check_centred(enc, starts, seq, side);
     let device = x.device();
     let (r, half) = (spec.rotary_dim, spec.pairs());
-    let [a, b, c, d] = coefficients(enc, starts, seq, side, context_len, &device);
+    let [a, c] = coefficients(enc, starts, seq, side, context_len, &device);
 
     let pass = (r < dim).then(|| x.clone().narrow(3, r, dim - r));
     let rot = if r < dim { x.narrow(3, 0, r) } else { x };
@@ -112,10 +111,11 @@ pub fn apply(
     let (y1, y2) = if matches!(spec.map, PairMap::Hyperbolic { .. }) {
         // a = e_+, d = e_−: (x1 ± x2)/2 scale by e_±, without the cancellation of a·x1 + b·x2
         let u = (x1.clone() + x2.clone()) * a;
-        let v = (x1 - x2) * d;
+        let v = (x1 - x2) * c;
         ((u.clone() + v.clone()).mul_scalar(0.5), (u - v).mul_scalar(0.5))
     } else {
-        (x1.clone() * a + x2.clone() * b, x1 * c + x2 * d) // [batch, heads, seq, half]
+        // [[a, −c], [c, a]]: y1 = a·x1 − c·x2, y2 = c·x1 + a·x2
+        (x1.clone() * a.clone() - x2.clone() * c.clone(), x1 * c + x2 * a) // [batch, heads, seq, half]
     };
     let out = match spec.layout {
         super::Layout::Half => Tensor::cat(vec![y1, y2], 3),

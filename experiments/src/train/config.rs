@@ -116,6 +116,13 @@ impl RunConfig {
         if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
             return Err(range_err("min_lr", t.min_lr, "0 ≤ min_lr ≤ lr"));
         }
+        if t.checkpoint_every > t.steps {
+            return Err(range_err(
+                "checkpoint_every",
+                t.checkpoint_every,
+                &format!("1 ≤ checkpoint_every ≤ steps = {}", t.steps),
+            ));
+        }
         if t.warmup_steps >= t.steps {
             return Err(range_err("warmup_steps", t.warmup_steps, &format!("< steps = {}", t.steps)));
         }

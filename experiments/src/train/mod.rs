@@ -10,19 +10,21 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::LrSchedulerConfig;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use clap::Args;
 use pezoo_encodings::EncodingConfig;
-use pezoo_models::{Corpus, Lm, LmBatcher, RandomWindows, SequentialWindows, token_stream};
+use pezoo_models::{
+    Corpus, Lm, LmBatcher, SequentialWindows, StepPlan, TrainLoader, expected_coverage, token_stream,
+};
 
 pub use config::RunConfig;
 
@@ -82,12 +84,27 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
         cfg.data.path = Some(d.clone());
     }
     if let Some(s) = args.steps {
+        if s == 0 {
+            bail!("--steps: 0 is out of range (allowed: ≥ 1)");
+        }
         cfg.train.steps = s;
-        cfg.train.warmup_steps = cfg.train.warmup_steps.min(s / 10);
-        cfg.train.checkpoint_every = cfg.train.checkpoint_every.min(s);
+        if cfg.train.warmup_steps >= s {
+            let w = s / 10;
+            println!("--steps {s}: warmup_steps {} → {w} (must be < steps)", cfg.train.warmup_steps);
+            cfg.train.warmup_steps = w;
+        }
+        if cfg.train.checkpoint_every > s {
+            println!("--steps {s}: checkpoint_every {} → {s} (must be ≤ steps)", cfg.train.checkpoint_every);
+            cfg.train.checkpoint_every = s;
+        }
     }
     if let Some(s) = args.seed {
         cfg.train.seed = s;
+    }
+    // Data paths are stored absolute, so `zoo eval` from any directory reads the same text.
+    // (A relative path is relative to the working directory, as on the command line.)
+    if let Some(p) = &cfg.data.path {
+        cfg.data.path = Some(std::path::absolute(p).with_context(|| format!("data.path {}", p.display()))?);
     }
     cfg.validate()?;
     Ok(cfg)
@@ -103,7 +120,8 @@ pub fn corpus(cfg: &RunConfig) -> Result<Corpus> {
 }
 
 /// The latest epoch whose model, optimizer and scheduler checkpoints all load (a run killed
-/// while writing one falls back to the previous, which burn-train keeps).
+/// while writing one falls back to the previous, which burn-train keeps). Each checkpoint
+/// skipped is named, with the file and why.
 pub fn last_checkpoint(out: &Path) -> Option<usize> {
     let dir = out.join("checkpoint");
     let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
@@ -115,9 +133,27 @@ pub fn last_checkpoint(out: &Path) -> Option<usize> {
     epochs.sort_unstable_by(|a, b| b.cmp(a));
     epochs.into_iter().find(|e| {
         let p = |n: &str| dir.join(format!("{n}-{e}.bpk"));
-        burn::store::ModuleRecord::load(p("model")).is_ok()
-            && burn::optim::OptimizerRecord::load(p("optim")).is_ok()
-            && burn::lr_scheduler::LrSchedulerRecord::load(p("scheduler")).is_ok()
+        let problem = burn::store::ModuleRecord::load(p("model"))
+            .err()
+            .map(|err| (p("model"), format!("{err:?}")))
+            .or_else(|| {
+                burn::optim::OptimizerRecord::load(p("optim"))
+                    .err()
+                    .map(|err| (p("optim"), format!("{err:?}")))
+            })
+            .or_else(|| {
+                burn::lr_scheduler::LrSchedulerRecord::load(p("scheduler"))
+                    .err()
+                    .map(|err| (p("scheduler"), format!("{err:?}")))
+            });
+        if let Some((file, why)) = &problem {
+            let why = why.lines().next().unwrap_or_default();
+            println!(
+                "checkpoint {e} is incomplete or corrupt ({}: {why}); trying the previous one",
+                file.display()
+            );
+        }
+        problem.is_none()
     })
 }
 
@@ -139,6 +175,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Warm-up (linear, from lr/warmup) then cosine to `min_lr`, over exactly `steps` optimizer
+/// steps: the cosine's end is the last step, so the rate never rises after warm-up.
+pub fn lr_schedule(t: &config::TrainConfig) -> Result<ModuleLrScheduler> {
+    let warm = t.warmup_steps.max(1).min(t.steps);
+    // The cosine's first call is its iteration 0 (= lr) and its last, step `steps`, is
+    // iteration steps − warm − 1: ending there at min_lr, it never turns back up.
+    let cosine = (t.steps - warm).saturating_sub(1).max(1);
+    SequentialLrSchedulerConfig::new(
+        vec![
+            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(t.lr / warm as f64, t.lr, warm)),
+            LrSchedulerConfig::Cosine(
+                CosineAnnealingLrSchedulerConfig::new(t.lr, cosine).with_min_lr(t.min_lr),
+            ),
+        ],
+        vec![warm],
+    )
+    .init()
+    .map_err(|e| anyhow::anyhow!("learning-rate schedule: {e}"))
+}
+
+/// AdamW with parameter groups: decay on weight matrices and embeddings only
+/// ([`pezoo_models::DECAY_PATTERN`]); norms, biases and encoding parameters take none.
+pub fn optimizer(t: &config::TrainConfig) -> burn::optim::ModuleOptimizer {
+    AdamWConfig::new().with_weight_decay(0.0).init().with_group(
+        Lm::decay_group(),
+        AdamWConfig::new().with_weight_decay(t.weight_decay as f32).build(),
+        None,
+    )
+}
+
+/// Keeps the rows of `metrics.csv` up to `step` (a resumed run rewrites what follows).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let mut keep = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let row_step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+        if i == 0 || row_step.is_some_and(|s| s <= step) {
+            keep.push_str(line);
+            keep.push('\n');
+        }
+    }
+    write_atomic(path, keep.as_bytes())
+}
+
 pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let cfg = resolve(&args)?;
     let t = &cfg.train;
@@ -157,12 +237,20 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = toml::to_string(&cfg).context("serialising the resolved config")?;
+    let plan = StepPlan {
+        steps: t.steps,
+        steps_per_epoch: t.checkpoint_every,
+        batch_size: t.batch_size,
+        grad_accum: t.grad_accum,
+    };
     if let Some(e) = resume_from {
         let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
         if !old.is_empty() && old != resolved {
             bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
         }
-        println!("resuming from checkpoint {e} (step {})", e * t.checkpoint_every);
+        let step = (e * t.checkpoint_every).min(t.steps);
+        println!("resuming from checkpoint {e} (step {step})");
+        truncate_metrics(&out.join("metrics.csv"), step)?;
     } else {
         let _ = std::fs::remove_file(out.join("metrics.csv"));
     }
@@ -179,19 +267,23 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         );
     }
     println!("unigram entropy of the training tokens: {:.4} nats/token", unigram_entropy(&train_tokens));
-    let items_per_step = t.batch_size * t.grad_accum;
-    let train = RandomWindows::new(train_tokens.clone(), seq, t.checkpoint_every * items_per_step, t.seed);
+    let items_per_step = plan.items_per_step();
+    let seen = t.steps * items_per_step * seq;
+    let coverage = expected_coverage(train_tokens.len(), seq + 1, t.steps * items_per_step);
+    println!(
+        "the run sees {seen} tokens = {:.2} epochs of the {}-token training split (expected coverage {:.1}%)",
+        seen as f64 / train_tokens.len() as f64,
+        train_tokens.len(),
+        100.0 * coverage
+    );
+    let first_epoch = resume_from.map_or(1, |e| e + 1);
+    let dl_train = TrainLoader::new(train_tokens.clone(), seq, plan, t.seed, first_epoch, &device);
     let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);
-    let dl_train = DataLoaderBuilder::new(LmBatcher)
-        .batch_size(t.batch_size)
-        .shuffle(t.seed)
-        .num_workers(1)
-        .build(train);
-    let dl_valid = DataLoaderBuilder::new(LmBatcher).batch_size(t.batch_size).num_workers(1).build(valid);
+    let dl_valid = DataLoaderBuilder::new(LmBatcher).batch_size(t.batch_size).build(valid);
 
     device.seed(t.seed);
     let ad = device.clone().autodiff();
-    let model = Lm::new(&cfg.model, &ad)?;
+    let model = Lm::new(&cfg.model, &ad)?.with_grad_clip(t.grad_clip);
     let params = cfg.model.num_params();
     println!(
         "device {picked} | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
@@ -204,34 +296,14 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         seq
     );
 
-    let mut optim = AdamWConfig::new().with_weight_decay(t.weight_decay as f32);
-    if t.grad_clip > 0.0 {
-        optim = optim.with_grad_clipping(Some(GradientClippingConfig::Norm(t.grad_clip as f32)));
-    }
-    let warm = t.warmup_steps.max(1);
-    let schedule = SequentialLrSchedulerConfig::new(
-        vec![
-            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(t.lr / warm as f64, t.lr, warm)),
-            LrSchedulerConfig::Cosine(
-                CosineAnnealingLrSchedulerConfig::new(t.lr, t.steps - warm).with_min_lr(t.min_lr),
-            ),
-        ],
-        vec![warm],
-    )
-    .init()
-    .map_err(|e| anyhow::anyhow!("learning-rate schedule: {e}"))?;
-
-    let mut training = SupervisedTraining::new(&out, dl_train, dl_valid)
+    let progress =
+        Arc::new(std::sync::atomic::AtomicUsize::new(resume_from.map_or(0, |e| e * t.checkpoint_every)));
+    let mut training = SupervisedTraining::new(&out, Arc::new(dl_train), dl_valid)
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(PerplexityMetric::new())
-        .metric_valid_numeric(PerplexityMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
-        .num_epochs(cfg.epochs());
-    if t.grad_accum > 1 {
-        training = training.grads_accumulation(t.grad_accum);
-    }
+        .num_epochs(plan.epochs());
     if let Some(e) = resume_from {
         training = training.checkpoint(e);
     }
@@ -244,11 +316,34 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             t.log_every,
             t.checkpoint_every,
             t.steps,
+            progress.clone(),
         )));
     }
     let started = Instant::now();
-    let result = training.launch(Learner::new(model, optim.init(), schedule));
+    let result = training.launch(Learner::new(model, optimizer(t), lr_schedule(t)?));
     let seconds = started.elapsed().as_secs_f64();
+    let reached = progress.load(std::sync::atomic::Ordering::SeqCst);
+    let stopped = match (&result.error, reached < t.steps) {
+        (Some(err), _) => Some(format!("by an error: {err}")),
+        (None, true) => Some(
+            result
+                .interrupted
+                .as_ref()
+                .and_then(|i| i.reason.clone())
+                .map_or("early".into(), |r| format!("({r})")),
+        ),
+        (None, false) => None,
+    };
+    if let Some(why) = stopped {
+        let resume = match last_checkpoint(&out) {
+            Some(e) => format!(
+                "`--resume` continues from checkpoint {e} (step {})",
+                (e * t.checkpoint_every).min(t.steps)
+            ),
+            None => "no complete checkpoint was written".into(),
+        };
+        bail!("training stopped at step {reached}/{} {why}; {resume}", t.steps);
+    }
 
     let model = result.model;
     let path = out.join("model.safetensors");
@@ -256,7 +351,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     model
         .save_into(&mut SafetensorsStore::from_file(&tmp))
         .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", path.display()))?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("saving {}", path.display()))?;
     let valid_loss =
         crate::eval::mean_loss(&model.valid(), &valid_tokens, seq, t.valid_batches * t.batch_size, &device);
     println!(

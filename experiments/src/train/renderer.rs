@@ -1,14 +1,18 @@
 //! Plain line-based progress for logs and CI (burn-train's TUI is used only on a TTY with
 //! `--tui`): one line every `every` optimizer steps and one per validation, and the same numbers
-//! appended to `metrics.csv`.
+//! appended to `metrics.csv`. A train line reports the mean loss over the steps since the last
+//! line, a validation line the mean over every validation batch (burn-train's metric entries
+//! are per batch), each with its perplexity exp(loss).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
-use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
 };
@@ -29,6 +33,11 @@ pub struct LineRenderer {
     train_step: usize,
     last_print: (Instant, usize),
     tokens_per_s: f64,
+    /// Σ loss·count and Σ count since the last line (per split).
+    loss_sum: f64,
+    loss_count: f64,
+    /// Optimizer steps completed, shared with `zoo train` (which detects an early stop).
+    progress: Arc<AtomicUsize>,
 }
 
 impl LineRenderer {
@@ -39,10 +48,12 @@ impl LineRenderer {
         every: usize,
         steps_per_epoch: usize,
         total_steps: usize,
+        progress: Arc<AtomicUsize>,
     ) -> Self {
         if !csv.exists() {
             let _ = std::fs::write(&csv, "step,split,loss,perplexity,lr,tokens_per_s\n");
         }
+        let train_step = progress.load(Ordering::SeqCst);
         Self {
             names: HashMap::new(),
             latest: HashMap::new(),
@@ -55,9 +66,12 @@ impl LineRenderer {
             epoch: 1,
             split: String::new(),
             split_items: 0,
-            train_step: 0,
+            train_step,
             last_print: (Instant::now(), 0),
             tokens_per_s: 0.0,
+            loss_sum: 0.0,
+            loss_count: 0.0,
+            progress,
         }
     }
 
@@ -69,6 +83,14 @@ impl LineRenderer {
         if let MetricState::Numeric(entry, Some(value)) = state
             && let Some(name) = self.names.get(&entry.metric_id)
         {
+            if name.to_lowercase().contains("loss") {
+                let count = match value {
+                    NumericEntry::Aggregated { count, .. } => count.max(1) as f64,
+                    _ => 1.0,
+                };
+                self.loss_sum += value.current() * count;
+                self.loss_count += count;
+            }
             self.latest.insert(name.clone(), value.current());
         }
     }
@@ -78,16 +100,27 @@ impl LineRenderer {
     }
 
     fn emit(&mut self, split: &str) {
-        let (loss, ppl) = (self.get("loss"), self.get("perplexity"));
-        let lr = if split == "train" { self.get("learning rate") } else { f64::NAN };
+        let loss = if self.loss_count > 0.0 { self.loss_sum / self.loss_count } else { f64::NAN };
+        (self.loss_sum, self.loss_count) = (0.0, 0.0);
+        let ppl = loss.exp();
         let step = self.step();
-        let line = format!(
-            "{split:<5} step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}  lr {lr:.2e}  tokens/s {:.0}",
-            self.total_steps, self.tokens_per_s
-        );
+        let (line, lr) = if split == "train" {
+            let lr = self.get("learning rate");
+            let line = format!(
+                "train step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}  lr {lr:.2e}  tokens/s {:.0}",
+                self.total_steps, self.tokens_per_s
+            );
+            (line, format!("{lr}"))
+        } else {
+            (
+                format!("valid step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}", self.total_steps),
+                String::new(),
+            )
+        };
         println!("{line}");
+        let tps = if split == "train" { format!("{:.1}", self.tokens_per_s) } else { String::new() };
         if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&self.csv) {
-            let _ = writeln!(f, "{step},{split},{loss},{ppl},{lr},{:.1}", self.tokens_per_s);
+            let _ = writeln!(f, "{step},{split},{loss},{ppl},{lr},{tps}");
         }
     }
 }
@@ -130,12 +163,14 @@ impl TrainingProgressLogger for LineRenderer {
         self.split = split.to_lowercase();
         self.split_items = 0;
         self.last_print = (Instant::now(), 0);
+        (self.loss_sum, self.loss_count) = (0.0, 0.0);
     }
     fn update_split(&mut self, items_processed: usize) {
         self.split_items = items_processed;
         if self.split.starts_with("train") {
             self.train_step =
                 (self.epoch - 1) * self.steps_per_epoch + items_processed / self.items_per_step.max(1);
+            self.progress.store(self.train_step, Ordering::SeqCst);
             let (t0, i0) = self.last_print;
             let steps_done = (items_processed - i0) / self.items_per_step.max(1);
             if steps_done >= self.every {

@@ -1,0 +1,87 @@
+//! The position plan: what the positions of one forward need, built once and shared by every
+//! layer — the query blocks (bounded by memory and by the encoding's numerically safe block),
+//! each block's causal mask (built on the device, no host table) and, for an encoding shared
+//! across layers, each block's attention bias (FIRE's MLP and T5's bucketing run once, not once
+//! per layer). A fused attention kernel takes the same description: blocks, start, encoding.
+
+use burn::prelude::*;
+use pezoo_encodings::PositionalEncoding;
+
+/// Queries `q0..q0 + nq` (relative to the forward's first token) attend to keys `0..nk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBlock {
+    pub q0: usize,
+    pub nq: usize,
+    pub nk: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PositionPlan {
+    /// Absolute position of the first token.
+    pub start: usize,
+    /// Tokens in the forward.
+    pub seq: usize,
+    pub blocks: Vec<QueryBlock>,
+    /// Per block: `true` above the diagonal (keys after the query), `[1, 1, nq, nk]`.
+    masks: Vec<Tensor<4, Bool>>,
+    /// Per block, for a bias-class encoding shared across layers: `[1, heads, nq, nk]`.
+    biases: Option<Vec<Tensor<4>>>,
+}
+
+/// `true` where key j lies after query q0 + i: `[1, 1, nq, nk]`, built from two aranges.
+fn future_mask(b: QueryBlock, device: &Device) -> Tensor<4, Bool> {
+    let q = Tensor::<1, Int>::arange(b.q0 as i64..(b.q0 + b.nq) as i64, device).reshape([1, 1, b.nq, 1]);
+    let k = Tensor::<1, Int>::arange(0..b.nk as i64, device).reshape([1, 1, 1, b.nk]);
+    k.greater(q)
+}
+
+impl PositionPlan {
+    /// Plans a forward of `seq` tokens from absolute position `start`, in query blocks of at
+    /// most `max_block` (memory) and of the encoding's safe block (HoPE-Hyp, xPos re-centring).
+    /// `shared`: the encoding every layer uses, when there is one (its bias is built here).
+    pub fn new(
+        start: usize,
+        seq: usize,
+        max_block: Option<usize>,
+        enc: &dyn PositionalEncoding,
+        shared: bool,
+        device: &Device,
+    ) -> Self {
+        let safe = enc.rotary().and_then(|r| r.query_block());
+        let block = [Some(seq), safe, max_block].into_iter().flatten().min().unwrap_or(seq).max(1);
+        let blocks: Vec<QueryBlock> = (0..seq)
+            .step_by(block)
+            .map(|q0| {
+                let nq = (seq - q0).min(block);
+                QueryBlock { q0, nq, nk: q0 + nq }
+            })
+            .collect();
+        let masks = blocks.iter().map(|&b| future_mask(b, device)).collect();
+        let biases = shared
+            .then(|| blocks.iter().map(|&b| block_bias(enc, start, b, device)).collect())
+            .and_then(|v: Vec<Option<Tensor<4>>>| v.into_iter().collect::<Option<Vec<_>>>());
+        Self { start, seq, blocks, masks, biases }
+    }
+
+    pub fn mask(&self, block: usize) -> Tensor<4, Bool> {
+        self.masks[block].clone()
+    }
+
+    /// The block's bias: the shared one, else `enc`'s (a per-layer encoding), else none.
+    pub fn bias(&self, block: usize, enc: &dyn PositionalEncoding, device: &Device) -> Option<Tensor<4>> {
+        match &self.biases {
+            Some(b) => Some(b[block].clone()),
+            None => block_bias(enc, self.start, self.blocks[block], device),
+        }
+    }
+}
+
+fn block_bias(
+    enc: &dyn PositionalEncoding,
+    start: usize,
+    b: QueryBlock,
+    device: &Device,
+) -> Option<Tensor<4>> {
+    enc.attention_bias(start + b.q0..start + b.q0 + b.nq, start..start + b.nk, device)
+        .map(|t| t.unsqueeze_dim::<4>(0))
+}

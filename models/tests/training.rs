@@ -1,0 +1,174 @@
+//! The training loop's parts, against independent math: fresh windows per epoch with the
+//! coverage uniform sampling predicts, resume serves the same windows, exact step plans,
+//! micro-batched gradients = whole-batch gradients, the global gradient-norm clip, per-layer
+//! encodings, and the sinusoidal embedding's scale.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoader;
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::train::TrainStep;
+use pezoo_encodings::EncodingConfig;
+use pezoo_models::{Lm, LmBatch, ModelConfig, StepPlan, TrainLoader, clip_grad_norm, expected_coverage};
+
+fn plan(steps: usize, per_epoch: usize) -> StepPlan {
+    StepPlan { steps, steps_per_epoch: per_epoch, batch_size: 4, grad_accum: 1 }
+}
+
+fn stream(n: usize) -> Arc<Vec<u32>> {
+    Arc::new((0..n as u32).map(|i| i % 251).collect())
+}
+
+#[test]
+fn epochs_draw_fresh_windows_with_the_coverage_uniform_sampling_predicts() {
+    let (n, seq) = (20_000, 31); // windows of 32 tokens
+    let loader = TrainLoader::new(stream(n), seq, plan(100, 50), 7, 1, &Device::flex());
+    let starts = |epoch: usize| -> Vec<usize> {
+        (0..50).flat_map(|s| (0..4).map(move |i| (s, i))).map(|(s, i)| loader.start(epoch, s, i)).collect()
+    };
+    let (e1, e2) = (starts(1), starts(2));
+    let same = e1.iter().zip(&e2).filter(|(a, b)| a == b).count();
+    assert!(same < 3, "epochs 1 and 2 share {same} of 200 window starts");
+    assert!(e1.iter().chain(&e2).all(|&s| s + seq < n));
+    // coverage of the union of both epochs' windows vs (1/n) Σ_p 1 − (1 − c_p/S)^draws
+    let mut covered = vec![false; n];
+    for &s in e1.iter().chain(&e2) {
+        covered[s..s + seq + 1].iter_mut().for_each(|c| *c = true);
+    }
+    let measured = covered.iter().filter(|&&c| c).count() as f64 / n as f64;
+    let expected = expected_coverage(n, seq + 1, 400);
+    // 400 windows of 32 over 20k tokens: 1 − e^(−0.64) ≈ 0.47; the measured fraction's sd ≈ 0.01
+    assert!((expected - (1.0 - (-400.0 * 32.0 / 20_000f64).exp())).abs() < 0.01, "{expected}");
+    assert!((measured - expected).abs() < 0.04, "coverage {measured} vs expected {expected}");
+}
+
+#[test]
+fn the_loader_serves_exact_steps_and_a_resumed_loader_the_same_windows() {
+    let dev = Device::flex();
+    let p = plan(130, 100);
+    assert_eq!((p.epochs(), p.steps_in(1), p.steps_in(2)), (2, 100, 30));
+    let tokens = stream(5_000);
+    let fresh = TrainLoader::new(tokens.clone(), 15, p, 3, 1, &dev);
+    let count = |l: &TrainLoader| l.iter().count();
+    assert_eq!(count(&fresh), 100, "epoch 1");
+    let second: Vec<LmBatch> = fresh.iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(second.len(), 30, "epoch 2 ends at step 130");
+    // a run resumed after checkpoint 1 starts at epoch 2 and sees epoch 2's windows
+    let resumed = TrainLoader::new(tokens, 15, p, 3, 2, &dev);
+    let again: Vec<LmBatch> = resumed.iter().collect::<Result<_, _>>().unwrap();
+    let ids = |b: &LmBatch| b.inputs.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+    assert!(second.iter().zip(&again).all(|(a, b)| ids(a) == ids(b)));
+}
+
+fn tiny(kind: &str) -> ModelConfig {
+    let mut c: ModelConfig =
+        toml::from_str("d_model = 24\nn_layers = 2\nn_heads = 3\nmax_seq_len = 16").unwrap();
+    c.encoding = EncodingConfig::default_for(kind).unwrap();
+    c
+}
+
+fn batch(b: usize, s: usize, micro: usize, dev: &Device) -> LmBatch {
+    let mut r = pezoo_models::corpus::SplitMix(11);
+    let t: Vec<i64> = (0..b * (s + 1)).map(|_| r.below(256) as i64).collect();
+    let w = Tensor::<2, Int>::from_data(TensorData::new(t, [b, s + 1]), dev);
+    LmBatch { inputs: w.clone().narrow(1, 0, s), targets: w.narrow(1, 1, s), micro_batches: micro }
+}
+
+/// Every parameter's gradient as (id, values).
+struct Collect<'a>(&'a GradientsParams, Vec<(String, Vec<f32>)>);
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.get::<D>(p.id) {
+            self.1.push((p.id.to_string(), g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()));
+        }
+    }
+}
+
+fn grads_of(m: &Lm, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
+    let mut c = Collect(g, Vec::new());
+    m.visit(&mut c);
+    c.1
+}
+
+#[test]
+fn micro_batched_gradients_equal_the_whole_batch_gradient() {
+    let dev = Device::flex().autodiff();
+    dev.seed(5);
+    let m = Lm::new(&tiny("kerple"), &dev).unwrap();
+    let whole = TrainStep::step(&m, batch(6, 9, 1, &dev));
+    let parts = TrainStep::step(&m, batch(6, 9, 3, &dev));
+    let (a, b) = (grads_of(&m, &whole.grads), grads_of(&m, &parts.grads));
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() > 10, "every parameter has a gradient");
+    for ((id, x), (_, y)) in a.iter().zip(&b) {
+        for (u, v) in x.iter().zip(y) {
+            assert!((u - v).abs() <= 1e-5 + 1e-3 * u.abs(), "param {id}: {u} vs {v}");
+        }
+    }
+    let loss = |o: &burn::train::TrainOutput<pezoo_models::LmOutput>| {
+        o.item.loss.clone().into_scalar::<f32>() as f64
+    };
+    assert!((loss(&whole) - loss(&parts)).abs() < 1e-5);
+}
+
+#[test]
+fn the_clip_scales_every_gradient_to_the_global_norm() {
+    let dev = Device::flex().autodiff();
+    dev.seed(6);
+    let m = Lm::new(&tiny("rope"), &dev).unwrap();
+    let out = TrainStep::step(&m, batch(2, 9, 1, &dev));
+    let before = grads_of(&m, &out.grads);
+    let norm: f64 = before.iter().flat_map(|(_, v)| v).map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut g = out.grads;
+    let max = norm / 4.0;
+    let reported = clip_grad_norm(&m, &mut g, max).unwrap().into_scalar::<f32>() as f64;
+    assert!((reported - norm).abs() < 1e-4 * norm, "norm {reported} vs {norm}");
+    let after = grads_of(&m, &g);
+    let clipped: f64 = after.iter().flat_map(|(_, v)| v).map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    assert!((clipped - max).abs() < 1e-4 * max, "clipped norm {clipped} vs {max}");
+    for ((_, x), (_, y)) in before.iter().zip(&after) {
+        for (u, v) in x.iter().zip(y) {
+            assert!((*v as f64 - *u as f64 / 4.0).abs() < 1e-6 + 1e-4 * u.abs() as f64);
+        }
+    }
+    // below the limit nothing changes
+    let mut g2 = TrainStep::step(&m, batch(2, 9, 1, &dev)).grads;
+    clip_grad_norm(&m, &mut g2, norm * 10.0);
+    assert_eq!(grads_of(&m, &g2), before);
+}
+
+#[test]
+fn kerple_has_parameters_per_layer_t5_and_fire_share_one_set() {
+    let dev = Device::flex();
+    // the model's parameters beyond the configured LM's are the encoding's
+    let count = |kind: &str| Lm::new(&tiny(kind), &dev).unwrap().num_params() - tiny(kind).num_params();
+    assert_eq!(count("kerple"), 2 * 2 * 3, "r1, r2 per head per layer");
+    assert_eq!(count("t5"), 32 * 3, "one table of 32 buckets × 3 heads");
+    assert!(EncodingConfig::default_for("kerple").unwrap().per_layer());
+    for k in ["t5", "fire", "alibi", "rope", "hope-hyp"] {
+        assert!(!EncodingConfig::default_for(k).unwrap().per_layer(), "{k} is shared");
+    }
+}
+
+#[test]
+fn sinusoidal_content_and_position_have_comparable_size_at_init() {
+    let dev = Device::flex();
+    dev.seed(9);
+    let mut c = tiny("sinusoidal");
+    c.d_model = 128;
+    c.n_heads = 4;
+    let m = Lm::new(&c, &dev).unwrap();
+    let (b, s) = (4, 16);
+    let t: Vec<i64> = (0..b * s).map(|i| (i * 37 % 256) as i64).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(t, [b, s]), &dev);
+    let x = m.input_embedding(tokens, 0);
+    let pe = m.encoding().as_dyn().position_embedding(0..s, &dev).unwrap().unsqueeze_dim::<3>(0);
+    let content = x - pe.clone();
+    let row_norm = |t: Tensor<3>| t.square().sum_dim(2).sqrt().mean().into_scalar::<f32>() as f64;
+    // PE rows have norm √(d/2) exactly; scaled N(0, 1/d)·√d rows have norm ≈ √d: ratio 1/√2.
+    let (p, q) = (row_norm(pe), row_norm(content));
+    assert!((p - 8.0).abs() < 1e-3, "‖PE‖ = √64 = 8: {p}");
+    assert!((p / q - 0.5f64.sqrt()).abs() < 0.08, "position/content = {} (want ≈ 0.71)", p / q);
+}

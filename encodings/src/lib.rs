@@ -10,6 +10,8 @@
 //!
 //! The math and its sources: `../shared/design/encodings.md` (summarised in each module).
 
+#![forbid(unsafe_code)]
+
 pub mod bias;
 pub mod embedding;
 pub mod envelope;

@@ -96,10 +96,11 @@ pub trait PositionalEncoding: Debug + Send + Sync {
         None
     }
 
-    /// Factor on the token embeddings before a position embedding is added (Vaswani et al.
-    /// scale them by √d_model so content and position have comparable size); 1 = none.
-    fn embedding_scale(&self) -> f64 {
-        1.0
+    /// The RMS the token embeddings should have where this encoding's position embedding is
+    /// added (the model scales its embeddings to it, leaving their initialisation alone);
+    /// `None` = unscaled.
+    fn content_rms(&self) -> Option<f64> {
+        None
     }
 
     /// Hard limit on positions (learned absolute tables); `None` = unbounded.

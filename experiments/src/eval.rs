@@ -103,7 +103,16 @@ pub fn load_run(run: &std::path::Path) -> Result<RunConfig> {
     let path = run.join("config.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("--run: cannot read {}", path.display()))?;
-    RunConfig::from_toml(&text, &path.display().to_string())
+    let cfg = RunConfig::from_toml(&text, &path.display().to_string())?;
+    let current = crate::train::config::RUN_FORMAT;
+    if cfg.format != current {
+        bail!(
+            "--run {}: written by another pezoo (run format {}; this one reads {current}); retrain it",
+            run.display(),
+            cfg.format
+        );
+    }
+    Ok(cfg)
 }
 
 pub fn load_model(run: &std::path::Path, cfg: &RunConfig, device: &Device) -> Result<Lm> {

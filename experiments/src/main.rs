@@ -55,17 +55,20 @@ fn default_device_on_cpu() {
 
 fn main() -> ExitCode {
     default_device_on_cpu();
-    // `zoo inspect … | head`: a closed stdout ends the program quietly (println! panics on
-    // EPIPE; Rust ignores SIGPIPE), any other panic is reported as usual.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default_hook(info)
-    }));
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Inspect(_) | Command::Devices) {
+        // `zoo inspect … | head`: for these read-only commands a closed stdout ends the program
+        // quietly (println! panics on EPIPE; Rust ignores SIGPIPE). Commands that write runs
+        // keep the default: a closed pipe there must not look like success.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+            if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+                std::process::exit(0);
+            }
+            default_hook(info)
+        }));
+    }
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a).map(|_| ()),

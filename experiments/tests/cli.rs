@@ -141,7 +141,10 @@ fn metric_rows(run: &Path) -> Vec<String> {
 fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let dir = tmp("resume");
     let cfg = dir.join("micro.toml");
-    std::fs::write(&cfg, MICRO).unwrap();
+    // HoPE-Hyp (a learnable θ', read once per forward), two micro-batches per step and the
+    // global clip: the parts of a step that could make a resumed run drift.
+    let config = MICRO.replace("[train]", "[model.encoding]\nkind = \"hope-hyp\"\n[train]\ngrad_accum = 2");
+    std::fs::write(&cfg, config).unwrap();
     let train = |out: &Path| -> Vec<String> {
         ["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "flex"]
             .map(String::from)
@@ -289,6 +292,17 @@ fn bad_configs_and_data_are_one_line_errors() {
         &["--device", "unknown device `tpu`"],
     );
     assert_one_line_error(&run(&["train", "--encoding", "rotary", "--out", o]), &["unknown encoding"]);
+    assert_one_line_error(&run(&["train", "--steps", "0", "--out", o]), &["--steps", "≥ 1"]);
+    let every = write("every.toml", "[train]\nsteps = 50\ncheckpoint_every = 80\nwarmup_steps = 5\n");
+    assert_one_line_error(
+        &run(&["train", "--config", &every, "--out", o]),
+        &["checkpoint_every", "≤ steps = 50"],
+    );
+    // a run directory of an older format is refused, not silently reinterpreted
+    let old = dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("config.toml"), "[model]\nd_model = 32\n").unwrap();
+    assert_one_line_error(&run(&["eval", "--run", old.to_str().unwrap()]), &["run format 1", "retrain"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -20,9 +20,10 @@ pub fn token_stream(docs: &[String]) -> Vec<u32> {
     out
 }
 
-/// Start of training window `index` in `epoch`: uniform over the `n_starts` possible starts,
-/// a pure function of (seed, epoch, index), so every epoch draws fresh windows and a resumed
-/// run draws exactly the windows an uninterrupted one would.
+/// Start of window `index` of draw `epoch`: uniform over the `n_starts` possible starts, a pure
+/// function of (seed, epoch, index). Training numbers its windows by their global sample index
+/// over the whole run (epoch 0), so every step draws fresh windows, a resumed run draws exactly
+/// the windows an uninterrupted one would, and the data does not depend on checkpoint cadence.
 pub fn window_start(seed: u64, epoch: usize, index: usize, n_starts: usize) -> usize {
     let epoch_key = SplitMix(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
     let mut rng = SplitMix(epoch_key ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
@@ -52,9 +53,9 @@ impl RandomWindows {
         self
     }
 
-    /// Number of distinct window starts.
+    /// Number of distinct window starts (0 ..= len − (seq_len + 1)).
     pub fn n_starts(&self) -> usize {
-        self.tokens.len() - self.seq_len - 1
+        self.tokens.len() - self.seq_len
     }
 
     pub fn start(&self, index: usize) -> usize {

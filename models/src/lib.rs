@@ -1,6 +1,8 @@
 //! pezoo-models: a small decoder-only LM whose attention takes any pezoo encoding, its byte
 //! tokenizer, corpora (embedded synthetic default, or text files) and burn-train glue.
 
+#![forbid(unsafe_code)]
+
 pub mod attention;
 pub mod config;
 pub mod corpus;
@@ -15,7 +17,7 @@ pub use attention::LayerCapture;
 pub use config::{MlpKind, ModelConfig, ModelError};
 pub use corpus::{Corpus, DataError};
 pub use data::{LmBatch, LmBatcher, RandomWindows, SequentialWindows, token_stream, window_start};
-pub use lm::{Captured, DECAY_PATTERN, Lm};
+pub use lm::{Captured, DECAY_PATTERN, EMBED_STD, Lm};
 pub use loader::{StepPlan, TrainLoader, expected_coverage};
 pub use plan::{PositionPlan, QueryBlock};
 pub use tokenizer::{BYTE_VOCAB, ByteTokenizer};

@@ -71,6 +71,9 @@ pub struct Lm {
     pub(crate) grad_clip: f64,
 }
 
+/// Standard deviation of the token embeddings at initialisation (GPT-2's).
+pub const EMBED_STD: f64 = 0.02;
+
 /// Parameters that take weight decay: the weight matrices and the embeddings (module paths;
 /// `Lm::decay_group`). Norm gains, biases and every encoding parameter take none.
 pub const DECAY_PATTERN: &str =
@@ -94,14 +97,11 @@ impl Lm {
         let encodings = (0..n_enc)
             .map(|_| c.encoding.init(&c.encoding_context(), device))
             .collect::<Result<Vec<_>, _>>()?;
-        // GPT-2's N(0, 0.02): with tied embeddings the initial logits stay near zero (initial
-        // loss ≈ ln vocab). An encoding that scales the embeddings (sinusoidal: ×√d, Vaswani et
-        // al.) gets std 1/scale, so the scaled embeddings are N(0, 1) as in the paper.
-        let scale = encodings[0].as_dyn().embedding_scale();
-        let std = if scale == 1.0 { 0.02 } else { 1.0 / scale };
         Ok(Self {
+            // GPT-2's N(0, 0.02) for every encoding: with tied embeddings the initial logits
+            // stay near zero (initial loss ≈ ln vocab).
             embed: EmbeddingConfig::new(c.vocab_size, c.d_model)
-                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .with_initializer(Initializer::Normal { mean: 0.0, std: EMBED_STD })
                 .init(device),
             encodings,
             blocks,
@@ -143,8 +143,10 @@ impl Lm {
         Ok(check_positions(self.encoding().as_dyn(), start + len)?)
     }
 
-    /// The first block's input: token embeddings (scaled as the encoding asks) plus the
-    /// position embedding of an embedding-class encoding, `[batch, seq, d_model]`.
+    /// The first block's input: token embeddings plus the position embedding of an
+    /// embedding-class encoding, `[batch, seq, d_model]`. When the encoding asks for content of
+    /// a given RMS (sinusoidal: 1, as Vaswani et al.'s √d-scaled embeddings), the embeddings are
+    /// multiplied by `content_rms / EMBED_STD` — a fixed input factor; the tied head is unscaled.
     pub fn input_embedding(&self, tokens: Tensor<2, Int>, start: usize) -> Tensor<3> {
         let [_, s] = tokens.dims();
         let device = tokens.device();
@@ -152,8 +154,10 @@ impl Lm {
         let x = self.embed.forward(tokens); // [batch, seq, d_model]
         match enc.position_embedding(start..start + s, &device) {
             Some(pe) => {
-                let scale = enc.embedding_scale();
-                let x = if scale != 1.0 { x.mul_scalar(scale) } else { x };
+                let x = match enc.content_rms() {
+                    Some(rms) => x.mul_scalar(rms / EMBED_STD),
+                    None => x,
+                };
                 x + pe.unsqueeze_dim::<3>(0)
             }
             None => x,

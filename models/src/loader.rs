@@ -4,8 +4,9 @@
 //! epoch is shorter when `checkpoint_every` does not divide `steps`).
 //!
 //! burn-train calls [`DataLoader::iter`] once per epoch; the loader counts epochs itself, from
-//! the epoch a resumed run starts at, so a resumed run sees the windows an uninterrupted one
-//! would (window starts are a pure function of seed, epoch and index: [`window_start`]).
+//! the epoch a resumed run starts at. Window starts are a pure function of the seed and the
+//! window's global sample index over the run ([`window_start`]): a resumed run sees the windows
+//! an uninterrupted one would, and the data does not depend on `checkpoint_every`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +54,8 @@ pub struct TrainLoader {
     seed: u64,
     /// The epoch the next `iter()` serves (1-based), shared by every `to_device` copy.
     next_epoch: Arc<AtomicUsize>,
+    /// Optimizer steps handed out so far over the run (resumed runs start at the checkpoint's).
+    served: Arc<AtomicUsize>,
     device: Device,
 }
 
@@ -67,20 +70,29 @@ impl TrainLoader {
         device: &Device,
     ) -> Self {
         assert!(tokens.len() > seq_len + 1, "token stream shorter than one window");
+        let first_epoch = first_epoch.max(1);
         Self {
             tokens,
             seq_len,
             plan,
             seed,
-            next_epoch: Arc::new(AtomicUsize::new(first_epoch.max(1))),
+            next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
+            served: Arc::new(AtomicUsize::new((first_epoch - 1) * plan.steps_per_epoch)),
             device: device.clone(),
         }
     }
 
-    /// Window start of sequence `item` of step `step` (0-based within `epoch`).
+    /// Optimizer steps handed out so far over the run (a shared counter: read it after training
+    /// to see how far a run got, whatever renderer was used).
+    pub fn served(&self) -> Arc<AtomicUsize> {
+        self.served.clone()
+    }
+
+    /// Window start of sequence `item` of step `step` (0-based within `epoch`, 1-based).
     pub fn start(&self, epoch: usize, step: usize, item: usize) -> usize {
-        let n_starts = self.tokens.len() - self.seq_len - 1;
-        window_start(self.seed, epoch, step * self.plan.items_per_step() + item, n_starts)
+        let n_starts = self.tokens.len() - self.seq_len; // 0 ..= len − (seq_len + 1)
+        let global_step = (epoch - 1) * self.plan.steps_per_epoch + step;
+        window_start(self.seed, 0, global_step * self.plan.items_per_step() + item, n_starts)
     }
 
     /// The batch of step `step` of `epoch`.
@@ -112,6 +124,7 @@ impl Iterator for EpochIter<'_> {
         }
         let batch = self.loader.batch(self.epoch, self.step);
         self.step += 1;
+        self.loader.served.fetch_add(1, Ordering::SeqCst);
         Some(Ok(batch))
     }
 }
@@ -140,6 +153,7 @@ impl DataLoader<LmBatch> for TrainLoader {
             plan: self.plan,
             seed: self.seed,
             next_epoch: self.next_epoch.clone(),
+            served: self.served.clone(),
             device: device.clone(),
         })
     }
@@ -154,14 +168,12 @@ impl DataLoader<LmBatch> for TrainLoader {
 
 /// Expected fraction of a stream of `n` tokens covered by `draws` windows of `w` tokens at
 /// uniform starts 0..=n−w: (1/n) Σ_p 1 − (1 − c_p/S)^draws, with S = n − w + 1 starts and c_p
-/// the starts whose window covers token p.
+/// the starts whose window covers token p (c_p = w for the n − 2(w − 1) interior tokens).
 pub fn expected_coverage(n: usize, w: usize, draws: usize) -> f64 {
+    assert!(w >= 1 && n >= 2 * w, "expected_coverage: a stream of at least two windows");
     let starts = (n - w + 1) as f64;
-    let covered: f64 = (0..n)
-        .map(|p| {
-            let c = (p.min(n - w) as f64 - p.saturating_sub(w - 1) as f64 + 1.0).max(0.0);
-            1.0 - (1.0 - c / starts).powf(draws as f64)
-        })
-        .sum();
-    covered / n as f64
+    let term = |c: f64| 1.0 - (1.0 - c / starts).powf(draws as f64);
+    // tokens p < w − 1 are covered by p + 1 starts; the last w − 1 symmetrically
+    let edges: f64 = (0..w - 1).map(|p| 2.0 * term((p + 1) as f64)).sum();
+    (edges + (n - 2 * (w - 1)) as f64 * term(w as f64)) / n as f64
 }

@@ -98,11 +98,11 @@ impl TrainStep for Lm {
     fn step(&self, batch: LmBatch) -> TrainOutput<LmOutput> {
         let [b, _] = batch.inputs.dims();
         let parts = batch.micro_batches.clamp(1, b);
-        let micro = b.div_ceil(parts);
         let mut acc = GradientsAccumulator::<Lm>::new();
         let mut total: Option<Tensor<1>> = None;
         for i in 0..parts {
-            let (lo, n) = (i * micro, micro.min(b - i * micro));
+            // balanced parts: sizes differ by at most one and cover 0..b exactly
+            let (lo, n) = (i * b / parts, (i + 1) * b / parts - i * b / parts);
             let loss =
                 self.step_loss(batch.inputs.clone().narrow(0, lo, n), batch.targets.clone().narrow(0, lo, n));
             let weighted = loss.mul_scalar(n as f64 / b as f64);

@@ -56,10 +56,20 @@ fn the_loader_serves_exact_steps_and_a_resumed_loader_the_same_windows() {
     let second: Vec<LmBatch> = fresh.iter().collect::<Result<_, _>>().unwrap();
     assert_eq!(second.len(), 30, "epoch 2 ends at step 130");
     // a run resumed after checkpoint 1 starts at epoch 2 and sees epoch 2's windows
-    let resumed = TrainLoader::new(tokens, 15, p, 3, 2, &dev);
+    let resumed = TrainLoader::new(tokens.clone(), 15, p, 3, 2, &dev);
     let again: Vec<LmBatch> = resumed.iter().collect::<Result<_, _>>().unwrap();
     let ids = |b: &LmBatch| b.inputs.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+    assert_eq!(again.len(), second.len());
     assert!(second.iter().zip(&again).all(|(a, b)| ids(a) == ids(b)));
+    assert_eq!(resumed.served().load(std::sync::atomic::Ordering::SeqCst), 130, "steps counted over the run");
+    // through iter(): epoch 2's batches are not epoch 1's
+    let first: Vec<LmBatch> =
+        TrainLoader::new(tokens.clone(), 15, p, 3, 1, &dev).iter().collect::<Result<_, _>>().unwrap();
+    let same = first.iter().zip(&second).filter(|(a, b)| ids(a) == ids(b)).count();
+    assert_eq!(same, 0, "epoch 2 repeats {same} of epoch 1's batches");
+    // the data does not depend on checkpoint cadence: global step 30 is the same batch
+    let other = TrainLoader::new(tokens, 15, plan(130, 25), 3, 1, &dev);
+    assert_eq!(ids(&other.batch(2, 5)), ids(&fresh.batch(1, 30)));
 }
 
 fn tiny(kind: &str) -> ModelConfig {
@@ -137,6 +147,15 @@ fn the_clip_scales_every_gradient_to_the_global_norm() {
     let mut g2 = TrainStep::step(&m, batch(2, 9, 1, &dev)).grads;
     clip_grad_norm(&m, &mut g2, norm * 10.0);
     assert_eq!(grads_of(&m, &g2), before);
+    // and the training step applies it when the model is configured to
+    let clipped_step = TrainStep::step(&m.clone().with_grad_clip(max), batch(2, 9, 1, &dev)).grads;
+    let n: f64 = grads_of(&m, &clipped_step)
+        .iter()
+        .flat_map(|(_, v)| v)
+        .map(|x| (*x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((n - max).abs() < 1e-4 * max, "TrainStep's gradient norm {n} vs the clip {max}");
 }
 
 #[test]
@@ -167,7 +186,8 @@ fn sinusoidal_content_and_position_have_comparable_size_at_init() {
     let pe = m.encoding().as_dyn().position_embedding(0..s, &dev).unwrap().unsqueeze_dim::<3>(0);
     let content = x - pe.clone();
     let row_norm = |t: Tensor<3>| t.square().sum_dim(2).sqrt().mean().into_scalar::<f32>() as f64;
-    // PE rows have norm √(d/2) exactly; scaled N(0, 1/d)·√d rows have norm ≈ √d: ratio 1/√2.
+    // PE rows have norm √(d/2) exactly; content rows (N(0, 0.02²) embeddings scaled to unit
+    // RMS, as Vaswani's √d·N(0, 1/d)) have norm ≈ √d: ratio 1/√2 (not ≈ 35, unscaled).
     let (p, q) = (row_norm(pe), row_norm(content));
     assert!((p - 8.0).abs() < 1e-3, "‖PE‖ = √64 = 8: {p}");
     assert!((p / q - 0.5f64.sqrt()).abs() < 0.08, "position/content = {} (want ≈ 0.71)", p / q);

@@ -3,8 +3,8 @@
 //! paper's reference code. The bias depends on the query position m through the normaliser:
 //! `zoo inspect` reports it for a query at position Δ and a key at 0.
 //!
-//! Sharing: one MLP for all layers — the paper's layerwise sharing (following T5), which it
-//! uses for its main results.
+//! Sharing: one MLP for all layers, like T5's table (the paper discusses layerwise sharing as
+//! a cost/quality choice; pezoo shares, so FIRE adds the same few parameters at any depth).
 
 use std::ops::Range;
 
@@ -47,7 +47,7 @@ const EPS: f64 = 1e-6;
 
 #[derive(Module, Debug)]
 pub struct Fire {
-    /// The MLP 1 → width → ReLU → heads (public so tests can evaluate it independently).
+    /// The MLP 1 → width → ReLU → heads (public: analyses and tests read its weights).
     pub fc1: Linear,
     pub fc2: Linear,
     c: Param<Tensor<1>>,

@@ -1,8 +1,9 @@
 //! Sinusoidal absolute encoding (Vaswani et al. 2017): PE(p, 2i) = sin(p·b^(−2i/d)),
 //! PE(p, 2i+1) = cos(…), added to the token embeddings. Angles are formed in f64.
-//! As in the paper (§3.4), the token embeddings are multiplied by √d_model first
-//! ([`PositionalEncoding::embedding_scale`]); the model initialises them with std 1/√d_model,
-//! so content (≈ N(0, 1) per entry) and position (entries in [−1, 1]) have comparable size.
+//! The paper (§3.4) multiplies the token embeddings by √d_model, i.e. (with their usual
+//! N(0, 1/d) initialisation) content of unit RMS per entry beside position entries in [−1, 1]
+//! (RMS 1/√2). pezoo keeps that ratio and the initialisation every encoding shares: the model
+//! scales its token embeddings to unit RMS at the input ([`PositionalEncoding::content_rms`]).
 
 use std::ops::Range;
 
@@ -65,8 +66,8 @@ impl PositionalEncoding for Sinusoidal {
         EncodingClass::Embedding
     }
 
-    fn embedding_scale(&self) -> f64 {
-        (self.ctx.d_model as f64).sqrt()
+    fn content_rms(&self) -> Option<f64> {
+        Some(1.0)
     }
 
     fn position_embedding(&self, positions: Range<usize>, device: &Device) -> Option<Tensor<2>> {

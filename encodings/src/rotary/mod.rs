@@ -12,12 +12,15 @@
 //! m − n only, so subtracting the block's first query position is exact and keeps every factor
 //! bounded. Angles are formed in f64 on the host, so f32 results are exact at positions of 1e6.
 
+mod cache;
 #[cfg(feature = "cube")]
 pub mod fused;
 pub mod hope_hf;
 pub mod hope_hyp;
 pub mod p_rope;
 pub mod reference;
+
+pub use cache::TableCache;
 pub mod rope;
 pub mod scaling;
 pub mod xpos;
@@ -273,31 +276,6 @@ pub struct RotaryEncoding {
     theta_prime_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The reference path's parameter-free coefficient tables, keyed by what they depend on; a
-/// handful of entries (training uses one or two; long evaluations one per query block).
-#[derive(Clone, Default)]
-pub struct TableCache(std::sync::Arc<std::sync::Mutex<Vec<TableEntry>>>);
-
-type TableEntry = (TableKey, [Tensor<4>; 2]);
-
-#[derive(Clone, PartialEq)]
-struct TableKey {
-    device: Device,
-    autodiff: bool,
-    starts: Vec<i64>,
-    seq: usize,
-    side: Side,
-    context_len: usize,
-}
-
-impl std::fmt::Debug for TableCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TableCache({} entries)", self.0.lock().map_or(0, |v| v.len()))
-    }
-}
-
-const TABLE_CACHE_ENTRIES: usize = 16;
-
 const DAMPING_EPS: f64 = 1e-6;
 
 impl RotaryEncoding {
@@ -317,36 +295,6 @@ impl RotaryEncoding {
             tables: TableCache::default(),
             theta_prime_seen: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(f64::NAN.to_bits())),
         }
-    }
-
-    /// The tables for this key from the cache, or `build` them and keep them.
-    pub(crate) fn cached_tables(
-        &self,
-        starts: &[i64],
-        seq: usize,
-        side: Side,
-        context_len: usize,
-        device: &Device,
-        build: impl FnOnce() -> [Tensor<4>; 2],
-    ) -> [Tensor<4>; 2] {
-        let key = TableKey {
-            device: device.clone(),
-            autodiff: device.is_autodiff(),
-            starts: starts.to_vec(),
-            seq,
-            side,
-            context_len: if self.spec.dynamic.is_some() { context_len } else { 0 },
-        };
-        let mut cache = self.tables.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
-            return t.clone();
-        }
-        let t = build();
-        if cache.len() >= TABLE_CACHE_ENTRIES {
-            cache.remove(0);
-        }
-        cache.push((key, t.clone()));
-        t
     }
 
     pub fn spec(&self) -> &RotarySpec {

@@ -67,12 +67,35 @@ impl Default for DataConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// The run-directory format `zoo train` writes: bumped when a saved run would mean something
+/// else to this code (2: per-layer KERPLE, sinusoidal's content scale, data keyed by sample).
+pub const RUN_FORMAT: u32 = 2;
+
+fn format_before_versioning() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
+    /// [`RUN_FORMAT`] of the code that wrote a run's `config.toml` (absent: 1). Config files
+    /// written by hand need not set it.
+    #[serde(default = "format_before_versioning")]
+    pub format: u32,
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub data: DataConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            format: RUN_FORMAT,
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            data: DataConfig::default(),
+        }
+    }
 }
 
 fn range_err(field: &str, value: impl std::fmt::Display, allowed: &str) -> anyhow::Error {
@@ -90,10 +113,6 @@ impl RunConfig {
                 msg.join(" ")
             )
         })
-    }
-
-    pub fn epochs(&self) -> usize {
-        self.train.steps.div_ceil(self.train.checkpoint_every)
     }
 
     pub fn validate(&self) -> Result<()> {

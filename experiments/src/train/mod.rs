@@ -77,6 +77,7 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
         }
         None => RunConfig::default(),
     };
+    cfg.format = config::RUN_FORMAT; // a config file describes a run this code will write
     if let Some(e) = &args.encoding {
         cfg.model.encoding = EncodingConfig::from_name_or_file(e)?;
     }
@@ -88,9 +89,12 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
             bail!("--steps: 0 is out of range (allowed: ≥ 1)");
         }
         cfg.train.steps = s;
-        if cfg.train.warmup_steps >= s {
+        if cfg.train.warmup_steps > s / 10 {
             let w = s / 10;
-            println!("--steps {s}: warmup_steps {} → {w} (must be < steps)", cfg.train.warmup_steps);
+            println!(
+                "--steps {s}: warmup_steps {} → {w} (at most a tenth of the steps)",
+                cfg.train.warmup_steps
+            );
             cfg.train.warmup_steps = w;
         }
         if cfg.train.checkpoint_every > s {
@@ -244,6 +248,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         grad_accum: t.grad_accum,
     };
     if let Some(e) = resume_from {
+        crate::eval::load_run(&out)?; // refuses a run of another format
         let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
         if !old.is_empty() && old != resolved {
             bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
@@ -284,7 +289,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     device.seed(t.seed);
     let ad = device.clone().autodiff();
     let model = Lm::new(&cfg.model, &ad)?.with_grad_clip(t.grad_clip);
-    let params = cfg.model.num_params();
+    let params = model.num_params(); // the LM's and the encoding's parameters
     println!(
         "device {picked} | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
         cfg.model.encoding.kind(),
@@ -296,8 +301,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         seq
     );
 
-    let progress =
-        Arc::new(std::sync::atomic::AtomicUsize::new(resume_from.map_or(0, |e| e * t.checkpoint_every)));
+    let served = dl_train.served();
     let mut training = SupervisedTraining::new(&out, Arc::new(dl_train), dl_valid)
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
@@ -316,23 +320,28 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             t.log_every,
             t.checkpoint_every,
             t.steps,
-            progress.clone(),
+            resume_from.map_or(0, |e| e * t.checkpoint_every),
         )));
     }
     let started = Instant::now();
-    let result = training.launch(Learner::new(model, optimizer(t), lr_schedule(t)?));
+    let learner = Learner::new(model, optimizer(t), lr_schedule(t)?);
+    // A panic inside a step (out of memory, a caller bug) ends the run like an error: one line,
+    // the step reached and how to resume.
+    let result = crate::quiet_panics(|| training.launch(learner));
     let seconds = started.elapsed().as_secs_f64();
-    let reached = progress.load(std::sync::atomic::Ordering::SeqCst);
-    let stopped = match (&result.error, reached < t.steps) {
-        (Some(err), _) => Some(format!("by an error: {err}")),
-        (None, true) => Some(
-            result
-                .interrupted
-                .as_ref()
-                .and_then(|i| i.reason.clone())
-                .map_or("early".into(), |r| format!("({r})")),
-        ),
-        (None, false) => None,
+    let reached = served.load(std::sync::atomic::Ordering::SeqCst);
+    let stopped = match &result {
+        Err(panic) => Some(format!("by a panic: {panic}")),
+        Ok(r) => match (&r.error, reached < t.steps) {
+            (Some(err), _) => Some(format!("by an error: {err}")),
+            (None, true) => Some(
+                r.interrupted
+                    .as_ref()
+                    .and_then(|i| i.reason.clone())
+                    .map_or("early".into(), |r| format!("({r})")),
+            ),
+            (None, false) => None,
+        },
     };
     if let Some(why) = stopped {
         let resume = match last_checkpoint(&out) {
@@ -345,6 +354,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         bail!("training stopped at step {reached}/{} {why}; {resume}", t.steps);
     }
 
+    let Ok(result) = result else { unreachable!("a panic is reported above") };
     let model = result.model;
     let path = out.join("model.safetensors");
     let tmp = out.join("model.safetensors.tmp");

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
@@ -36,8 +34,6 @@ pub struct LineRenderer {
     /// Σ loss·count and Σ count since the last line (per split).
     loss_sum: f64,
     loss_count: f64,
-    /// Optimizer steps completed, shared with `zoo train` (which detects an early stop).
-    progress: Arc<AtomicUsize>,
 }
 
 impl LineRenderer {
@@ -48,12 +44,12 @@ impl LineRenderer {
         every: usize,
         steps_per_epoch: usize,
         total_steps: usize,
-        progress: Arc<AtomicUsize>,
+        first_step: usize,
     ) -> Self {
         if !csv.exists() {
             let _ = std::fs::write(&csv, "step,split,loss,perplexity,lr,tokens_per_s\n");
         }
-        let train_step = progress.load(Ordering::SeqCst);
+        let train_step = first_step;
         Self {
             names: HashMap::new(),
             latest: HashMap::new(),
@@ -71,7 +67,6 @@ impl LineRenderer {
             tokens_per_s: 0.0,
             loss_sum: 0.0,
             loss_count: 0.0,
-            progress,
         }
     }
 
@@ -170,7 +165,6 @@ impl TrainingProgressLogger for LineRenderer {
         if self.split.starts_with("train") {
             self.train_step =
                 (self.epoch - 1) * self.steps_per_epoch + items_processed / self.items_per_step.max(1);
-            self.progress.store(self.train_step, Ordering::SeqCst);
             let (t0, i0) = self.last_print;
             let steps_done = (items_processed - i0) / self.items_per_step.max(1);
             if steps_done >= self.every {

@@ -9,6 +9,8 @@ use crate::compare::{RunResults, summarise};
 use crate::plots::{Axes, Heatmap, Series, heatmaps, lines};
 use crate::train::write_atomic;
 
+mod csvs;
+
 /// Mean of `f` over the runs of `enc` where it is defined and finite.
 fn mean_over(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> =
@@ -16,11 +18,11 @@ fn mean_over(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn values(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Vec<f64> {
+pub(crate) fn values(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Vec<f64> {
     runs.iter().filter(|r| r.encoding == enc).filter_map(f).collect()
 }
 
-fn ppl(r: &RunResults, m: usize) -> Option<f64> {
+pub(crate) fn ppl(r: &RunResults, m: usize) -> Option<f64> {
     r.eval.iter().find(|e| e.multiple == m).map(|e| e.ppl)
 }
 
@@ -45,14 +47,14 @@ pub fn wilson(k: usize, n: usize) -> (f64, f64) {
 }
 
 /// (correct, trials) of a run's passkey prompts at multiple `m`, over every depth.
-fn passkey_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
+pub(crate) fn passkey_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
     let len = length_of(r, m)?;
     let cells: Vec<_> = r.passkey.iter().filter(|c| c.length == len).collect();
     (!cells.is_empty()).then(|| (cells.iter().map(|c| c.correct).sum(), cells.iter().map(|c| c.trials).sum()))
 }
 
 /// (exact spans, trials) of a run's copy prompts at multiple `m`, over every distance.
-fn copy_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
+pub(crate) fn copy_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
     let len = length_of(r, m)?;
     let cells: Vec<_> = r.copy.iter().filter(|c| c.length == len).collect();
     (!cells.is_empty()).then(|| {
@@ -62,7 +64,7 @@ fn copy_counts(r: &RunResults, m: usize) -> Option<(usize, usize)> {
 }
 
 /// Counts pooled over an encoding's seeds.
-fn pooled(
+pub(crate) fn pooled(
     runs: &[RunResults],
     enc: &str,
     m: usize,
@@ -86,6 +88,10 @@ fn retrieval_table(
     let cells: Vec<Vec<(usize, usize)>> =
         encodings.iter().map(|e| cols.iter().map(|&m| pooled(runs, e, m, f)).collect()).collect();
     let n_min = cells.iter().flatten().map(|c| c.1).filter(|&n| n > 0).min().unwrap_or(0);
+    if n_min == 0 {
+        md.push_str("No prompts were scored (every length was skipped).\n\n");
+        return;
+    }
     if cells.iter().flatten().all(|c| c.0 == 0) {
         let (_, hi) = wilson(0, n_min);
         let _ = writeln!(
@@ -112,17 +118,17 @@ fn retrieval_table(
     md.push('\n');
 }
 
-fn passkey(r: &RunResults, m: usize) -> Option<f64> {
+pub(crate) fn passkey(r: &RunResults, m: usize) -> Option<f64> {
     let len = length_of(r, m)?;
     mean(r.passkey.iter().filter(|c| c.length == len).map(|c| c.accuracy))
 }
 
-fn copy(r: &RunResults, m: usize) -> Option<f64> {
+pub(crate) fn copy(r: &RunResults, m: usize) -> Option<f64> {
     let len = length_of(r, m)?;
     mean(r.copy.iter().filter(|c| c.length == len).map(|c| c.accuracy))
 }
 
-fn u_score(r: &RunResults, m: usize) -> Option<f64> {
+pub(crate) fn u_score(r: &RunResults, m: usize) -> Option<f64> {
     let train = r.eval.first().map(|e| e.length / e.multiple)?;
     r.analyze.iter().find(|a| a.length == m * train).map(|a| a.mean_u_score)
 }
@@ -166,11 +172,13 @@ pub fn write(
     runs: &[RunResults],
     seeds: u64,
 ) -> Result<PathBuf> {
-    write_csvs(out, runs, encodings, lengths)?;
+    csvs::write_csvs(out, runs, encodings, lengths)?;
     plot_all(out, encodings, lengths, runs)?;
     let mut md = format!(
         "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Perplexity and attention: \
-         mean ± half-range over the {seeds} seeds. Retrieval: pooled counts with 95% Wilson intervals. \
+         mean ± half-range over the {seeds} seeds. Retrieval: pooled counts with 95% Wilson intervals \
+         (prompts pooled over seeds as if independent: the interval ignores seed-to-seed variance, \
+         so read differences between encodings against the per-seed rows of `results.csv` too). \
          Every number: the CSVs here (`summary.csv`: per encoding, with intervals); per run: \
          `<encoding>/seed<k>/`.\n\n",
         encodings.len()
@@ -257,160 +265,6 @@ fn pair_section(md: &mut String, runs: &[RunResults]) {
     );
     md.push_str(&rows.join("\n"));
     md.push('\n');
-}
-
-/// One CSV file, written atomically; fields quoted by the `csv` crate where needed.
-struct Csv(csv::Writer<Vec<u8>>);
-
-impl Csv {
-    fn new(header: &[&str]) -> Self {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(header).expect("writing to memory");
-        Self(w)
-    }
-    fn row(&mut self, fields: Vec<String>) {
-        self.0.write_record(&fields).expect("writing to memory");
-    }
-    fn save(self, path: &Path) -> Result<()> {
-        let bytes = self.0.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
-        write_atomic(path, &bytes)
-    }
-}
-
-/// Formats a list of values as CSV fields.
-macro_rules! fields {
-    ($($v:expr),* $(,)?) => { vec![$($v.to_string()),*] };
-}
-
-fn write_csvs(out: &Path, runs: &[RunResults], encodings: &[String], lengths: &[usize]) -> Result<()> {
-    let mut results = Csv::new(&[
-        "encoding",
-        "seed",
-        "multiple",
-        "length",
-        "loss",
-        "ppl",
-        "passkey",
-        "passkey_trials",
-        "copy",
-        "copy_trials",
-        "u_score",
-        "tokens_per_s",
-    ]);
-    let mut pk = Csv::new(&["encoding", "seed", "length", "depth", "trials", "correct", "accuracy"]);
-    let mut cp =
-        Csv::new(&["encoding", "seed", "length", "distance", "trials", "accuracy", "token_accuracy"]);
-    let mut pp = Csv::new(&["encoding", "seed", "length", "bucket", "loss"]);
-    let mut bd = Csv::new(&["encoding", "seed", "length", "distance", "weight"]);
-    let mut pr = Csv::new(&[
-        "encoding",
-        "seed",
-        "length",
-        "layer",
-        "pair",
-        "theta",
-        "q_norm",
-        "k_norm",
-        "mean",
-        "u_contrast",
-        "u_share",
-        "positional_share",
-        "activated",
-        "position_independent",
-        "hope_hf_dropped",
-    ]);
-    let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
-    for r in runs {
-        let (e, s) = (&r.encoding, r.seed);
-        for l in &r.eval {
-            let m = l.multiple;
-            let (pn, cn) = (passkey_counts(r, m).map_or(0, |c| c.1), copy_counts(r, m).map_or(0, |c| c.1));
-            results.row(fields![
-                e,
-                s,
-                m,
-                l.length,
-                l.loss,
-                l.ppl,
-                nan(passkey(r, m)),
-                pn,
-                nan(copy(r, m)),
-                cn,
-                nan(u_score(r, m)),
-                r.tokens_per_s
-            ]);
-            for (b, v) in l.per_position.iter().enumerate() {
-                pp.row(fields![e, s, l.length, b, v]);
-            }
-        }
-        for c in &r.passkey {
-            pk.row(fields![e, s, c.length, c.depth, c.trials, c.correct, c.accuracy]);
-        }
-        for c in &r.copy {
-            cp.row(fields![e, s, c.length, c.distance, c.trials, c.accuracy, c.token_accuracy]);
-        }
-        for a in &r.analyze {
-            for (d, w) in a.by_distance.iter().enumerate() {
-                bd.row(fields![e, s, a.length, d, w]);
-            }
-            for l in &a.pairs {
-                for p in &l.pairs {
-                    pr.row(fields![
-                        e,
-                        s,
-                        a.length,
-                        l.layer,
-                        p.pair,
-                        p.theta,
-                        p.q_norm,
-                        p.k_norm,
-                        p.mean,
-                        p.u_contrast,
-                        p.u_share,
-                        p.positional_share,
-                        p.activated,
-                        p.position_independent,
-                        p.hope_hf_dropped
-                    ]);
-                }
-            }
-        }
-    }
-    // Per encoding and multiple: perplexity mean and range over seeds (n = seeds), retrieval
-    // pooled over seeds with its 95% Wilson interval (n = prompts).
-    let mut sm = Csv::new(&["encoding", "multiple", "metric", "value", "lo", "hi", "n", "interval"]);
-    for e in encodings {
-        for &m in lengths {
-            let v: Vec<f64> = values(runs, e, |r| ppl(r, m)).into_iter().filter(|x| x.is_finite()).collect();
-            if !v.is_empty() {
-                let (lo, hi) =
-                    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                sm.row(fields![e, m, "ppl", mean, lo, hi, v.len(), "seed range"]);
-            }
-            for (name, f) in
-                [("passkey", passkey_counts as fn(&RunResults, usize) -> _), ("copy", copy_counts)]
-            {
-                let (k, n) = pooled(runs, e, m, f);
-                if n > 0 {
-                    let (lo, hi) = wilson(k, n);
-                    sm.row(fields![e, m, name, k as f64 / n as f64, lo, hi, n, "wilson95"]);
-                }
-            }
-        }
-    }
-    for (name, csv) in [
-        ("results.csv", results),
-        ("passkey.csv", pk),
-        ("copy.csv", cp),
-        ("per_position.csv", pp),
-        ("attention_by_distance.csv", bd),
-        ("pairs.csv", pr),
-        ("summary.csv", sm),
-    ] {
-        csv.save(&out.join(name))?;
-    }
-    Ok(())
 }
 
 /// (x, y) points of one curve.

@@ -96,9 +96,9 @@ pub trait PositionalEncoding: Debug + Send + Sync {
         None
     }
 
-    /// The RMS the token embeddings should have where this encoding's position embedding is
-    /// added (the model scales its embeddings to it, leaving their initialisation alone);
-    /// `None` = unscaled.
+    /// The RMS of the token embeddings this encoding's position table was designed to be added
+    /// to; the model rescales the table to its own embedding scale, keeping the ratio. `None` =
+    /// added as is (e.g. a learned table, initialised at the embeddings' scale).
     fn content_rms(&self) -> Option<f64> {
         None
     }

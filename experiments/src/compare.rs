@@ -93,6 +93,9 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
         for seed in 0..a.seeds {
             done += 1;
             let run = a.out.join(enc.replace(['/', '.'], "_")).join(format!("seed{seed}"));
+            if run.join("config.toml").exists() {
+                crate::eval::load_run(&run)?; // results of another format are not reused
+            }
             let finished = run.join("model.safetensors").exists();
             println!(
                 "[{done}/{total}] {enc} seed {seed}: {}",

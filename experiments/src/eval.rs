@@ -107,7 +107,7 @@ pub fn load_run(run: &std::path::Path) -> Result<RunConfig> {
     let current = crate::train::config::RUN_FORMAT;
     if cfg.format != current {
         bail!(
-            "--run {}: written by another pezoo (run format {}; this one reads {current}); retrain it",
+            "{}: written by another pezoo (run format {}; this one reads {current}); retrain it (delete the directory or choose another)",
             run.display(),
             cfg.format
         );

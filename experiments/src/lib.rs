@@ -14,30 +14,56 @@ pub mod report;
 pub mod retrieval;
 pub mod train;
 
-type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
+thread_local! {
+    /// Set while this thread runs inside [`quiet_panics`]; holds the last panic's message.
+    static QUIET: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
 
-/// Runs `f`, turning a panic into an `Err` with its message; while it runs, a panic on this
-/// thread prints nothing (the caller reports the message as one error line, not a backtrace).
-/// Other threads' panics print as usual.
+/// Runs `f`, turning a panic on this thread into an `Err` with its message and location, printed
+/// by nobody (the caller reports it as one error line, not a backtrace); other threads' panics
+/// print as usual. One process-wide hook, installed once, consults a thread-local flag, so calls
+/// may nest or run concurrently. After an `Err`, do not keep using what `f` was training.
 pub fn quiet_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let previous: std::sync::Arc<PanicHook> = std::sync::Arc::new(std::panic::take_hook());
-    let me = std::thread::current().id();
-    let others = previous.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() != me {
-            others(info)
-        }
-    }));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = QUIET.with(|q| match q.borrow_mut().as_mut() {
+                Some(slot) => {
+                    *slot = Some(info.to_string());
+                    true
+                }
+                None => false,
+            });
+            if !quiet {
+                previous(info)
+            }
+        }));
+    });
+    let outer = QUIET.with(|q| q.replace(Some(None)));
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let _ = std::panic::take_hook();
-    let previous = std::sync::Arc::try_unwrap(previous).ok();
-    if let Some(previous) = previous {
-        std::panic::set_hook(previous);
-    }
+    let message = QUIET.with(|q| q.replace(outer)).flatten();
     out.map_err(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
+        message
+            .or_else(|| p.downcast_ref::<String>().cloned())
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".into())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_panics;
+
+    #[test]
+    fn quiet_panics_returns_the_message_and_location_and_nests() {
+        assert_eq!(quiet_panics(|| 3), Ok(3));
+        let err = quiet_panics(|| -> u8 { panic!("boom {}", 7) }).unwrap_err();
+        assert!(err.contains("boom 7") && err.contains("lib.rs"), "{err}");
+        let inner = quiet_panics(|| quiet_panics(|| -> u8 { panic!("inner") }));
+        assert!(inner.unwrap().unwrap_err().contains("inner"));
+        // another thread's panic is not swallowed into this call's result
+        let other = quiet_panics(|| std::thread::spawn(|| -> u8 { panic!("elsewhere") }).join().is_err());
+        assert_eq!(other, Ok(true));
+    }
 }

@@ -193,7 +193,7 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let f = zoo().args(&fargs).output().unwrap();
     let err = String::from_utf8_lossy(&f.stderr);
     assert_eq!(f.status.code(), Some(1), "a failed checkpoint write is an error: {err}");
-    assert!(err.contains("training stopped at step") && err.contains("/200"), "{err}");
+    assert!(err.contains("training stopped in step") && err.contains("/200"), "{err}");
     assert!(err.contains("model-3"), "names the file: {err}");
     assert!(!failing.join("model.safetensors").exists(), "no final model after an early stop");
     std::fs::remove_dir_all(failing.join("checkpoint/model-3.bpk")).unwrap();

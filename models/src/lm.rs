@@ -144,9 +144,10 @@ impl Lm {
     }
 
     /// The first block's input: token embeddings plus the position embedding of an
-    /// embedding-class encoding, `[batch, seq, d_model]`. When the encoding asks for content of
-    /// a given RMS (sinusoidal: 1, as Vaswani et al.'s √d-scaled embeddings), the embeddings are
-    /// multiplied by `content_rms / EMBED_STD` — a fixed input factor; the tied head is unscaled.
+    /// embedding-class encoding, `[batch, seq, d_model]`. When the encoding states the content
+    /// RMS it was designed beside (sinusoidal: 1, Vaswani et al.'s √d-scaled embeddings), its
+    /// table is scaled by `EMBED_STD / content_rms`: the paper's content-to-position ratio at the
+    /// scale every encoding's residual stream starts at (embeddings and head stay as for all).
     pub fn input_embedding(&self, tokens: Tensor<2, Int>, start: usize) -> Tensor<3> {
         let [_, s] = tokens.dims();
         let device = tokens.device();
@@ -154,9 +155,9 @@ impl Lm {
         let x = self.embed.forward(tokens); // [batch, seq, d_model]
         match enc.position_embedding(start..start + s, &device) {
             Some(pe) => {
-                let x = match enc.content_rms() {
-                    Some(rms) => x.mul_scalar(rms / EMBED_STD),
-                    None => x,
+                let pe = match enc.content_rms() {
+                    Some(rms) => pe.mul_scalar(EMBED_STD / rms),
+                    None => pe,
                 };
                 x + pe.unsqueeze_dim::<3>(0)
             }

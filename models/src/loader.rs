@@ -77,13 +77,13 @@ impl TrainLoader {
             plan,
             seed,
             next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
-            served: Arc::new(AtomicUsize::new((first_epoch - 1) * plan.steps_per_epoch)),
+            served: Arc::new(AtomicUsize::new(((first_epoch - 1) * plan.steps_per_epoch).min(plan.steps))),
             device: device.clone(),
         }
     }
 
-    /// Optimizer steps handed out so far over the run (a shared counter: read it after training
-    /// to see how far a run got, whatever renderer was used).
+    /// Optimizer steps handed out so far over the run — the last one possibly unfinished (a
+    /// shared counter: read it after training to see how far a run got, whatever renderer ran).
     pub fn served(&self) -> Arc<AtomicUsize> {
         self.served.clone()
     }

@@ -2,8 +2,9 @@
 //! PE(p, 2i+1) = cos(…), added to the token embeddings. Angles are formed in f64.
 //! The paper (§3.4) multiplies the token embeddings by √d_model, i.e. (with their usual
 //! N(0, 1/d) initialisation) content of unit RMS per entry beside position entries in [−1, 1]
-//! (RMS 1/√2). pezoo keeps that ratio and the initialisation every encoding shares: the model
-//! scales its token embeddings to unit RMS at the input ([`PositionalEncoding::content_rms`]).
+//! (RMS 1/√2). pezoo keeps that ratio at the scale every encoding shares: the model rescales
+//! this table to its embeddings' RMS ([`PositionalEncoding::content_rms`] = 1), so position no
+//! longer outweighs content ~35× at initialisation, and no encoding starts from another scale.
 
 use std::ops::Range;
 

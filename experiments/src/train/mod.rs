@@ -229,6 +229,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let corpus = corpus(&cfg)?;
     let (device, picked) = crate::device::select(&args.device)?;
     let out = args.out.clone();
+    if args.resume && out.join("config.toml").exists() {
+        crate::eval::load_run(&out)?; // a run of another format is refused before anything loads
+    }
     let resume_from = if args.resume { last_checkpoint(&out) } else { None };
     if args.resume && resume_from.is_none() {
         println!("--resume: no complete checkpoint in {}, starting from scratch", out.display());
@@ -248,7 +251,6 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         grad_accum: t.grad_accum,
     };
     if let Some(e) = resume_from {
-        crate::eval::load_run(&out)?; // refuses a run of another format
         let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
         if !old.is_empty() && old != resolved {
             bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
@@ -351,7 +353,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             ),
             None => "no complete checkpoint was written".into(),
         };
-        bail!("training stopped at step {reached}/{} {why}; {resume}", t.steps);
+        bail!("training stopped in step {reached}/{} {why}; {resume}", t.steps);
     }
 
     let Ok(result) = result else { unreachable!("a panic is reported above") };

@@ -237,11 +237,13 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
     let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
     let json = serde_json::to_string_pretty(&results)?;
     crate::train::write_atomic(&a.run.join(format!("eval{suffix}.json")), json.as_bytes())?;
-    let mut csv = String::from("multiple,length,windows,loss,ppl\n");
+    let mut csv = ::csv::Writer::from_writer(Vec::new());
+    csv.write_record(["multiple", "length", "windows", "loss", "ppl"])?;
     for r in &results {
-        csv.push_str(&format!("{},{},{},{},{}\n", r.multiple, r.length, r.windows, r.loss, r.ppl));
+        csv.serialize((r.multiple, r.length, r.windows, r.loss, r.ppl))?;
     }
-    crate::train::write_atomic(&a.run.join(format!("ppl_vs_length{suffix}.csv")), csv.as_bytes())?;
+    let csv = csv.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    crate::train::write_atomic(&a.run.join(format!("ppl_vs_length{suffix}.csv")), &csv)?;
     Ok(results)
 }
 

@@ -171,11 +171,22 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
     counts.values().map(|&c| c as f64 / n).map(|p| -p * p.ln()).sum()
 }
 
-/// Writes `bytes` to `path` atomically (temp file + rename): a kill leaves the old or the new.
+/// Writes `bytes` to `path` atomically (a uniquely named temporary file in the same directory,
+/// then a rename): a kill leaves the old file or the new one, and concurrent writers never share
+/// a temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        // as `std::fs::write` would create it (0o666 less the umask), not tempfile's private 0o600
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

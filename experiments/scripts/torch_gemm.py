@@ -21,14 +21,17 @@ shapes = [("qkv", 1, t, d, 3 * d), ("attn_out", 1, t, d, d), ("mlp_up", 1, t, d,
           ("mlp_down", 1, t, h, d), ("head", 1, t, d, 260), ("scores", bh, s, dh, s),
           ("probs_v", bh, s, s, dh)]
 for name, b, m, k, n in shapes:
-    x, y = torch.rand(b, m, k), torch.rand(b, k, n)
-    for _ in range(2):
-        torch.matmul(x, y)
-    times = []
-    for _ in range(a.reps):
-        t0 = time.perf_counter()
-        torch.matmul(x, y)
-        times.append(time.perf_counter() - t0)
-    ms = sorted(times)[len(times) // 2]
-    print(json.dumps({"framework": f"torch {torch.__version__}", "name": name, "batch": b, "m": m, "k": k,
-                      "n": n, "ms": ms * 1e3, "gflops": 2 * b * m * k * n / ms / 1e9}))
+    x, y, dc = torch.rand(b, m, k), torch.rand(b, k, n), torch.rand(b, m, n)
+    # forward, and the backward's two products with transposed operands (as `zoo bench gemm`)
+    for p_, f in [("fwd", lambda: torch.matmul(x, y)), ("dA", lambda: torch.matmul(dc, y.transpose(1, 2))),
+                  ("dB", lambda: torch.matmul(x.transpose(1, 2), dc))]:
+        for _ in range(2):
+            f()
+        times = []
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        ms = sorted(times)[len(times) // 2]
+        print(json.dumps({"framework": f"torch {torch.__version__}", "name": name, "pass": p_, "batch": b,
+                          "m": m, "k": k, "n": n, "ms": ms * 1e3, "gflops": 2 * b * m * k * n / ms / 1e9}))

@@ -88,7 +88,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 /// The forward matmuls of one layer (plus the tied head) at `bench train`'s shape: name,
-/// batch, m, k, n. The backward runs each shape twice more (dA = dC·Bᵀ, dB = Aᵀ·dC).
+/// batch, m, k, n. `zoo bench gemm` also times each one's two backward products with their
+/// transposed operands (dA = dC·Bᵀ: m×n·n×k; dB = Aᵀ·dC: k×m·m×n).
 pub fn gemm_shapes(a: &GemmArgs) -> Vec<(&'static str, usize, usize, usize, usize)> {
     let (t, d, h) = (a.batch * a.seq, a.d, 8 * a.d / 3);
     let (bh, s, dh) = (a.batch * a.heads, a.seq, a.d / a.heads);
@@ -105,16 +106,23 @@ pub fn gemm_shapes(a: &GemmArgs) -> Vec<(&'static str, usize, usize, usize, usiz
 
 fn gemm(a: GemmArgs) -> Result<()> {
     let (device, picked) = crate::device::select(&a.device)?;
+    let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Default, &device);
     for (name, b, m, k, n) in gemm_shapes(&a) {
-        let x = Tensor::<3>::random([b, m, k], burn::tensor::Distribution::Default, &device);
-        let y = Tensor::<3>::random([b, k, n], burn::tensor::Distribution::Default, &device);
-        let t = median(&device, 2, a.reps, || x.clone().matmul(y.clone()));
-        let gflops = 2.0 * (b * m * k * n) as f64 / t / 1e9;
-        println!(
-            "{}",
-            serde_json::json!({"device": picked, "name": name, "batch": b, "m": m, "k": k, "n": n,
-                "ms": t * 1e3, "gflops": gflops})
-        );
+        let (x, y, dc) = (rand([b, m, k]), rand([b, k, n]), rand([b, m, n]));
+        let products: [(&str, Box<dyn Fn() -> Tensor<3>>); 3] = [
+            ("fwd", Box::new(|| x.clone().matmul(y.clone()))),
+            ("dA", Box::new(|| dc.clone().matmul(y.clone().swap_dims(1, 2)))),
+            ("dB", Box::new(|| x.clone().swap_dims(1, 2).matmul(dc.clone()))),
+        ];
+        for (pass, f) in products {
+            let t = median(&device, 2, a.reps, f);
+            let gflops = 2.0 * (b * m * k * n) as f64 / t / 1e9;
+            println!(
+                "{}",
+                serde_json::json!({"device": picked, "name": name, "pass": pass, "batch": b, "m": m, "k": k,
+                    "n": n, "ms": t * 1e3, "gflops": gflops})
+            );
+        }
     }
     Ok(())
 }

@@ -196,23 +196,38 @@ fn kerple_has_parameters_per_layer_t5_and_fire_share_one_set() {
 #[test]
 fn sinusoidal_content_and_position_have_vaswanis_ratio_at_the_shared_scale() {
     let dev = Device::flex();
-    dev.seed(9);
     let mut c = tiny("sinusoidal");
     c.d_model = 128;
     c.n_heads = 4;
-    let m = Lm::new(&c, &dev).unwrap();
     let (b, s) = (4, 16);
     let t: Vec<i64> = (0..b * s).map(|i| (i * 37 % 256) as i64).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(t, [b, s]), &dev);
-    let x = m.input_embedding(tokens, 0);
-    let table = m.encoding().as_dyn().position_embedding(0..s, &dev).unwrap().unsqueeze_dim::<3>(0);
+    // neither encoding has parameters: the same seed gives both models the same embeddings
+    let input = |kind: &str| {
+        let mut c = c.clone();
+        c.encoding = EncodingConfig::default_for(kind).unwrap();
+        dev.seed(9);
+        Lm::new(&c, &dev).unwrap().input_embedding(tokens.clone(), 0)
+    };
+    let (with_pe, content) = (input("sinusoidal"), input("nope"));
+    let table = Lm::new(&c, &dev).unwrap().encoding().as_dyn().position_embedding(0..s, &dev).unwrap();
+    let added: Vec<f32> = (with_pe - content.clone()).into_data().convert::<f32>().try_to_vec().unwrap();
+    let want: Vec<f32> = table
+        .clone()
+        .unsqueeze_dim::<3>(0)
+        .repeat_dim(0, b)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap();
+    // what is added is the sin/cos table × 0.02 (the embeddings' std), entry by entry
+    for (a, w) in added.iter().zip(&want) {
+        assert!((a - 0.02 * w).abs() < 1e-6, "added {a} vs 0.02 × {w}");
+    }
     let rms = |t: Tensor<3>| t.square().mean().sqrt().into_scalar::<f32>() as f64;
-    // the table's entries are sin/cos: RMS 1/√2 exactly
-    assert!((rms(table.clone()) - 0.5f64.sqrt()).abs() < 1e-3);
-    // content = the shared N(0, 0.02²) embeddings, unscaled (every encoding starts alike)
-    let content = x.clone() - table.clone().mul_scalar(0.02);
-    assert!((rms(content.clone()) - 0.02).abs() < 0.003, "content RMS {}", rms(content.clone()));
-    // position / content = (0.02/√2) / 0.02 = 1/√2, Vaswani's ratio (it was ≈ 35 unscaled)
-    let ratio = rms(x - content.clone()) / rms(content);
+    // content is the shared N(0, 0.02²) embedding, unscaled; position/content = 1/√2 (Vaswani)
+    let content_rms = rms(content);
+    assert!((content_rms - 0.02).abs() < 0.003, "content RMS {content_rms}");
+    let ratio = rms(table.unsqueeze_dim::<3>(0)) * 0.02 / content_rms;
     assert!((ratio - 0.5f64.sqrt()).abs() < 0.1, "position/content = {ratio} (want ≈ 0.71)");
 }

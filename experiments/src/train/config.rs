@@ -68,8 +68,9 @@ impl Default for DataConfig {
 }
 
 /// The run-directory format `zoo train` writes: bumped when a saved run would mean something
-/// else to this code (2: per-layer KERPLE, sinusoidal's content scale, data keyed by sample).
-pub const RUN_FORMAT: u32 = 2;
+/// else to this code (2: per-layer KERPLE, data keyed by sample; 3: sinusoidal's table rescaled
+/// to the embeddings' scale).
+pub const RUN_FORMAT: u32 = 3;
 
 fn format_before_versioning() -> u32 {
     1

@@ -104,12 +104,15 @@ pub fn gemm_shapes(a: &GemmArgs) -> Vec<(&'static str, usize, usize, usize, usiz
     ]
 }
 
+/// One timed matmul of `zoo bench gemm`.
+type Product<'a> = Box<dyn Fn() -> Tensor<3> + 'a>;
+
 fn gemm(a: GemmArgs) -> Result<()> {
     let (device, picked) = crate::device::select(&a.device)?;
     let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Default, &device);
     for (name, b, m, k, n) in gemm_shapes(&a) {
         let (x, y, dc) = (rand([b, m, k]), rand([b, k, n]), rand([b, m, n]));
-        let products: [(&str, Box<dyn Fn() -> Tensor<3>>); 3] = [
+        let products: [(&str, Product); 3] = [
             ("fwd", Box::new(|| x.clone().matmul(y.clone()))),
             ("dA", Box::new(|| dc.clone().matmul(y.clone().swap_dims(1, 2)))),
             ("dB", Box::new(|| x.clone().swap_dims(1, 2).matmul(dc.clone()))),

@@ -21,8 +21,9 @@ pub enum BenchCommand {
     Gemm(GemmArgs),
 }
 
+/// The benchmark model's shape (defaults: `../shared/bench/torch_lm.py`'s).
 #[derive(Args, Debug)]
-pub struct GemmArgs {
+pub struct ShapeArgs {
     #[arg(long, default_value_t = 256)]
     pub d: usize,
     #[arg(long, default_value_t = 4)]
@@ -31,6 +32,12 @@ pub struct GemmArgs {
     pub seq: usize,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct GemmArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[arg(long, default_value = "auto")]
     pub device: String,
     #[arg(long, default_value_t = 10)]
@@ -57,16 +64,10 @@ pub struct KernelArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
-    #[arg(long, default_value_t = 256)]
-    pub d: usize,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
-    #[arg(long, default_value_t = 4)]
-    pub heads: usize,
-    #[arg(long, default_value_t = 256)]
-    pub seq: usize,
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
     #[arg(long, default_value = "rope")]
     pub encoding: String,
     #[arg(long, default_value = "auto")]
@@ -90,7 +91,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 /// The forward matmuls of one layer (plus the tied head) at `bench train`'s shape: name,
 /// batch, m, k, n. `zoo bench gemm` also times each one's two backward products with their
 /// transposed operands (dA = dC·Bᵀ: m×n·n×k; dB = Aᵀ·dC: k×m·m×n).
-pub fn gemm_shapes(a: &GemmArgs) -> Vec<(&'static str, usize, usize, usize, usize)> {
+pub fn gemm_shapes(a: &ShapeArgs) -> Vec<(&'static str, usize, usize, usize, usize)> {
     let (t, d, h) = (a.batch * a.seq, a.d, 8 * a.d / 3);
     let (bh, s, dh) = (a.batch * a.heads, a.seq, a.d / a.heads);
     vec![
@@ -110,7 +111,7 @@ type Product<'a> = Box<dyn Fn() -> Tensor<3> + 'a>;
 fn gemm(a: GemmArgs) -> Result<()> {
     let (device, picked) = crate::device::select(&a.device)?;
     let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Default, &device);
-    for (name, b, m, k, n) in gemm_shapes(&a) {
+    for (name, b, m, k, n) in gemm_shapes(&a.shape) {
         let (x, y, dc) = (rand([b, m, k]), rand([b, k, n]), rand([b, m, n]));
         let products: [(&str, Product); 3] = [
             ("fwd", Box::new(|| x.clone().matmul(y.clone()))),
@@ -294,10 +295,10 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     use burn::train::TrainStep;
     let (device, picked) = crate::device::select(&a.device)?;
     let mut cfg: pezoo_models::ModelConfig = toml::from_str("").expect("defaults");
-    cfg.d_model = a.d;
+    cfg.d_model = a.shape.d;
     cfg.n_layers = a.layers;
-    cfg.n_heads = a.heads;
-    cfg.max_seq_len = a.seq;
+    cfg.n_heads = a.shape.heads;
+    cfg.max_seq_len = a.shape.seq;
     cfg.encoding = EncodingConfig::from_name_or_file(&a.encoding)?;
     cfg.validate()?;
     let ad = device.clone().autodiff();
@@ -308,31 +309,31 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     let mut optim = crate::train::optimizer(&t);
     let mut rng = pezoo_models::corpus::SplitMix(1);
     let items: Vec<Vec<u32>> =
-        (0..a.batch).map(|_| (0..=a.seq).map(|_| rng.below(256) as u32).collect()).collect();
+        (0..a.shape.batch).map(|_| (0..=a.shape.seq).map(|_| rng.below(256) as u32).collect()).collect();
     let batch = pezoo_models::LmBatcher.batch(items, &ad);
     let mut step = || {
         let out = TrainStep::step(&model, batch.clone());
         model = optim.step(3e-4, model.clone(), out.grads);
     };
     let t = median(&ad, a.warmup, a.steps, &mut step);
-    let tokens = (a.batch * a.seq) as f64 / t;
+    let tokens = (a.shape.batch * a.shape.seq) as f64 / t;
     let params = cfg.num_params();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"device": picked, "encoding": cfg.encoding.kind(), "params": params, "d": a.d,
-                "layers": a.layers, "heads": a.heads, "seq": a.seq, "batch": a.batch,
+            serde_json::json!({"device": picked, "encoding": cfg.encoding.kind(), "params": params, "d": a.shape.d,
+                "layers": a.layers, "heads": a.shape.heads, "seq": a.shape.seq, "batch": a.shape.batch,
                 "step_s_median": t, "tokens_per_s": tokens})
         );
     } else {
         println!(
             "device {picked} encoding {} params {params} d={} layers={} heads={} seq={} batch={}: step {:.3}s median, {:.0} tokens/s",
             cfg.encoding.kind(),
-            a.d,
+            a.shape.d,
             a.layers,
-            a.heads,
-            a.seq,
-            a.batch,
+            a.shape.heads,
+            a.shape.seq,
+            a.shape.batch,
             t,
             tokens
         );

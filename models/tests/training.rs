@@ -117,6 +117,11 @@ impl ModuleVisitor for Collect<'_> {
     }
 }
 
+/// The global L2 norm of a set of gradients, in f64.
+fn global_norm(grads: &[(String, Vec<f32>)]) -> f64 {
+    grads.iter().flat_map(|(_, v)| v).map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
 fn grads_of(m: &Lm, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
     let mut c = Collect(g, Vec::new());
     m.visit(&mut c);
@@ -152,13 +157,13 @@ fn the_clip_scales_every_gradient_to_the_global_norm() {
     let m = Lm::new(&tiny("rope"), &dev).unwrap();
     let out = TrainStep::step(&m, batch(2, 9, 1, &dev));
     let before = grads_of(&m, &out.grads);
-    let norm: f64 = before.iter().flat_map(|(_, v)| v).map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let norm = global_norm(&before);
     let mut g = out.grads;
     let max = norm / 4.0;
     let reported = clip_grad_norm(&m, &mut g, max).unwrap().into_scalar::<f32>() as f64;
     assert!((reported - norm).abs() < 1e-4 * norm, "norm {reported} vs {norm}");
     let after = grads_of(&m, &g);
-    let clipped: f64 = after.iter().flat_map(|(_, v)| v).map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let clipped = global_norm(&after);
     assert!((clipped - max).abs() < 1e-4 * max, "clipped norm {clipped} vs {max}");
     for ((_, x), (_, y)) in before.iter().zip(&after) {
         for (u, v) in x.iter().zip(y) {
@@ -171,12 +176,7 @@ fn the_clip_scales_every_gradient_to_the_global_norm() {
     assert_eq!(grads_of(&m, &g2), before);
     // and the training step applies it when the model is configured to
     let clipped_step = TrainStep::step(&m.clone().with_grad_clip(max), batch(2, 9, 1, &dev)).grads;
-    let n: f64 = grads_of(&m, &clipped_step)
-        .iter()
-        .flat_map(|(_, v)| v)
-        .map(|x| (*x as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let n = global_norm(&grads_of(&m, &clipped_step));
     assert!((n - max).abs() < 1e-4 * max, "TrainStep's gradient norm {n} vs the clip {max}");
 }
 

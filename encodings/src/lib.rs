@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attention;
 pub mod bias;
 pub mod embedding;
 pub mod envelope;

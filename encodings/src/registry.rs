@@ -91,6 +91,12 @@ pub trait PositionalEncoding: Debug + Send + Sync {
         None
     }
 
+    /// Bias class: whether the bias depends on the distance m − n only (not on m itself), so
+    /// fused attention can read it from a `[heads, seq]` table ([`crate::attention`]).
+    fn bias_by_distance(&self) -> bool {
+        false
+    }
+
     /// Embedding class: `[positions, d_model]` added to the token embeddings.
     fn position_embedding(&self, _positions: Range<usize>, _device: &Device) -> Option<Tensor<2>> {
         None

@@ -67,6 +67,10 @@ impl PositionalEncoding for Alibi {
         EncodingClass::Bias
     }
 
+    fn bias_by_distance(&self) -> bool {
+        true
+    }
+
     fn attention_bias(
         &self,
         queries: Range<usize>,

@@ -101,6 +101,10 @@ impl PositionalEncoding for Kerple {
         EncodingClass::Bias
     }
 
+    fn bias_by_distance(&self) -> bool {
+        true
+    }
+
     fn attention_bias(
         &self,
         queries: Range<usize>,

@@ -113,6 +113,10 @@ impl PositionalEncoding for T5Bias {
         EncodingClass::Bias
     }
 
+    fn bias_by_distance(&self) -> bool {
+        true
+    }
+
     fn attention_bias(
         &self,
         queries: Range<usize>,

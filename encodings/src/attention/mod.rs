@@ -1,0 +1,116 @@
+//! Fused causal attention with the encoding inside, on CubeCL devices (training and eval): an
+//! online-softmax kernel that never stores a `[seq, seq]` score, probability or bias tensor —
+//! memory is O(batch · heads · seq · head_dim) — with a recomputing backward (dQ, dK, dV and the
+//! encoding's parameter gradients).
+//!
+//! What each encoding class hands the kernel:
+//! - embedding class (NoPE, sinusoidal, learned): nothing — plain causal attention;
+//! - rotary class with norm-preserving maps (RoPE in every layout, scaling and partial form,
+//!   p-RoPE, HoPE-HF): q and k mapped once by the fused rotary kernel (angles exact at 1e6);
+//! - bias class depending on distance only (ALiBi, T5, KERPLE): a `[heads, seq]` table of
+//!   `bias(h, Δ)` built by the encoding's own tensor ops; the kernel reads `table[h, i − j]` and
+//!   its backward returns the logit gradient summed per distance, so the gradient reaches T5's
+//!   table and KERPLE's r1, r2 through ordinary autodiff of the table.
+//!
+//! Not fused yet (the reference path runs, in query blocks): HoPE-Hyp and xPos (growing factors
+//! need per-tile re-centring inside the kernel) and FIRE (its bias depends on the query position
+//! too). [`supports`] says which.
+
+#[cfg(feature = "cube")]
+mod backend;
+#[cfg(feature = "cube")]
+mod kernel;
+
+use burn::prelude::*;
+
+use crate::registry::{EncodingClass, PositionalEncoding};
+
+/// Whether the fused kernel handles `enc` (see the module doc).
+pub fn supports(enc: &dyn PositionalEncoding) -> bool {
+    match enc.class() {
+        EncodingClass::Embedding => true,
+        EncodingClass::Rotary => enc.rotary().is_some_and(|r| r.query_block_seen().is_none()),
+        EncodingClass::Bias => enc.bias_by_distance(),
+    }
+}
+
+/// Whether `device` runs the fused attention kernel (a CubeCL device, compiled in).
+pub fn available(device: &Device) -> bool {
+    crate::rotary::fused_available(device)
+}
+
+/// `bias(h, Δ)` for Δ = 0..seq as a `[heads, seq]` table, for encodings whose bias depends on
+/// the distance only ([`PositionalEncoding::bias_by_distance`]); differentiable.
+pub fn distance_bias(enc: &dyn PositionalEncoding, seq: usize, device: &Device) -> Option<Tensor<2>> {
+    if !enc.bias_by_distance() {
+        return None;
+    }
+    // One query at seq − 1 against keys 0..seq: key n sits at distance seq − 1 − n.
+    let b = enc.attention_bias(seq - 1..seq, 0..seq, device)?; // [heads, 1, seq]
+    let heads = b.dims()[0];
+    Some(b.reshape([heads, seq]).flip([1]))
+}
+
+/// Causal attention of `q, k, v: [batch, heads, seq, head_dim]` (q scaled by 1/√d) with `enc`
+/// applied inside, through the fused kernel; the first token sits at absolute position `start`.
+/// `table`: the distance-bias table when the caller built it once for every layer
+/// ([`distance_bias`]), else it is built here. `None` when the device or encoding is not fused.
+pub fn encoded(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    enc: &dyn PositionalEncoding,
+    start: usize,
+    table: Option<Tensor<2>>,
+) -> Option<Tensor<4>> {
+    let device = q.device();
+    if !available(&device) || !supports(enc) {
+        return None;
+    }
+    let seq = q.dims()[2];
+    let (q, k) = match enc.rotary() {
+        // Norm-preserving maps: positions re-centred on the first token (exact, Δ-only scores).
+        Some(r) => r.apply_qk(q, k, &[start], &[start], start + seq),
+        None => (q, k),
+    };
+    let table = table.or_else(|| distance_bias(enc, seq, &device));
+    Some(causal(q, k, v, table))
+}
+
+/// Causal attention `softmax(q kᵀ + bias[h, i − j]) v` through the fused kernel.
+/// `q, k, v: [batch, heads, seq, head_dim]` with q already scaled (1/√d); `bias: [heads, ≥ seq]`
+/// by distance. Panics unless [`available`] for the tensors' device.
+pub fn causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<2>>) -> Tensor<4> {
+    causal_with_lse(q, k, v, bias).0
+}
+
+/// [`causal`] and each row's log-sum-exp of the logits, `[batch, heads, seq]` (not
+/// differentiable).
+pub fn causal_with_lse(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<2>>,
+) -> (Tensor<4>, Tensor<3>) {
+    #[cfg(feature = "cube")]
+    {
+        use backend::AttentionBackend;
+        use burn::backend::Dispatch;
+        assert!(available(&q.device()), "fused attention needs a CubeCL device");
+        let has_bias = bias.is_some();
+        let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
+        let (out, lse) = Dispatch::attention_forward(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            bias.into_dispatch(),
+            has_bias,
+        );
+        (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
+    }
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = (q, k, v, bias);
+        panic!("fused attention needs a CubeCL backend feature (wgpu, cuda, …)")
+    }
+}

@@ -1,10 +1,11 @@
 //! Causal multi-head self-attention that takes any encoding: rotary maps on q/k (re-centred per
-//! query block), a bias on the logits, or nothing (embedding class acts on the input).
+//! query block), a bias on the logits, or nothing (embedding class acts on the input). Runs the
+//! fused kernel when the plan says so (CubeCL devices), else the reference tensor ops.
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use pezoo_encodings::PositionalEncoding;
+use pezoo_encodings::{PositionalEncoding, attention};
 
 use crate::plan::PositionPlan;
 
@@ -52,8 +53,13 @@ impl Attention {
         // Scale q (b·s·dh values) rather than the scores (b·s² values).
         let (q_raw, k, v) = (part(0), part(1), part(2));
         let q = q_raw.clone().mul_scalar(1.0 / (dh as f64).sqrt());
-        let rotary = enc.rotary();
         let start = plan.start;
+        if plan.fused && !capture {
+            let y = attention::encoded(q, k, v, enc, start, plan.table.clone())
+                .expect("the plan picked the fused path for this device and encoding"); // [b, h, s, dh]
+            return (self.out.forward(y.swap_dims(1, 2).reshape([b, s, d])), None);
+        }
+        let rotary = enc.rotary();
 
         let mut outs = Vec::new();
         let mut probs = Vec::new();

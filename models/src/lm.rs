@@ -69,6 +69,10 @@ pub struct Lm {
     /// Global gradient-norm clip applied by the training step; 0 = none.
     #[module(skip)]
     pub(crate) grad_clip: f64,
+    /// Attention through the fused kernel where the device and encoding allow (default); off =
+    /// the reference tensor ops everywhere (comparisons, debugging).
+    #[module(skip)]
+    fused_attention: bool,
 }
 
 /// Standard deviation of the token embeddings at initialisation (GPT-2's).
@@ -110,6 +114,7 @@ impl Lm {
                 .then(|| LinearConfig::new(c.d_model, c.vocab_size).with_bias(false).init(device)),
             config: c.clone(),
             grad_clip: 0.0,
+            fused_attention: true,
         })
     }
 
@@ -131,6 +136,19 @@ impl Lm {
     pub fn with_grad_clip(mut self, max_norm: f64) -> Self {
         self.grad_clip = max_norm;
         self
+    }
+
+    /// Whether attention may use the fused kernel (default true; see [`PositionPlan`]).
+    pub fn with_fused_attention(mut self, fused: bool) -> Self {
+        self.fused_attention = fused;
+        self
+    }
+
+    /// Whether a forward of this model on `device` runs the fused attention kernel.
+    pub fn attention_fused(&self, device: &Device) -> bool {
+        self.fused_attention
+            && pezoo_encodings::attention::available(device)
+            && pezoo_encodings::attention::supports(self.encoding().as_dyn())
     }
 
     /// The parameters that take weight decay ([`DECAY_PATTERN`]).
@@ -178,7 +196,8 @@ impl Lm {
         let device = tokens.device();
         let enc = self.encoding().as_dyn();
         let mut x = self.input_embedding(tokens, start);
-        let plan = PositionPlan::new(start, s, max_block, enc, self.encodings.len() == 1, &device);
+        let fuse = self.fused_attention && !capture;
+        let plan = PositionPlan::new(start, s, max_block, enc, self.encodings.len() == 1, fuse, &device);
         let mut captured = Captured::default();
         for (i, blk) in self.blocks.iter().enumerate() {
             let enc = self.layer_encoding(i).as_dyn();

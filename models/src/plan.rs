@@ -2,10 +2,12 @@
 //! layer — the query blocks (bounded by memory and by the encoding's numerically safe block),
 //! each block's causal mask (built on the device, no host table) and, for an encoding shared
 //! across layers, each block's attention bias (FIRE's MLP and T5's bucketing run once, not once
-//! per layer). A fused attention kernel takes the same description: blocks, start, encoding.
+//! per layer). On CubeCL devices, for the encodings the fused attention kernel handles
+//! (`pezoo_encodings::attention::supports`), the plan is one block with no mask and at most a
+//! `[heads, seq]` distance-bias table: the kernel never materialises `[seq, seq]`.
 
 use burn::prelude::*;
-use pezoo_encodings::PositionalEncoding;
+use pezoo_encodings::{PositionalEncoding, attention};
 
 /// Queries `q0..q0 + nq` (relative to the forward's first token) attend to keys `0..nk`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,10 @@ pub struct PositionPlan {
     masks: Vec<Tensor<4, Bool>>,
     /// Per block, for a bias-class encoding shared across layers: `[1, heads, nq, nk]`.
     biases: Option<Vec<Tensor<4>>>,
+    /// Attention runs through the fused kernel (`pezoo_encodings::attention`).
+    pub fused: bool,
+    /// Fused path, shared encoding: its `[heads, seq]` distance-bias table, built once.
+    pub table: Option<Tensor<2>>,
 }
 
 /// `true` where key j lies after query q0 + i: `[1, 1, nq, nk]`, built from two aranges.
@@ -39,14 +45,27 @@ impl PositionPlan {
     /// Plans a forward of `seq` tokens from absolute position `start`, in query blocks of at
     /// most `max_block` (memory) and of the encoding's safe block (HoPE-Hyp, xPos re-centring).
     /// `shared`: the encoding every layer uses, when there is one (its bias is built here).
+    /// `fuse`: take the fused kernel where the device and encoding allow it.
     pub fn new(
         start: usize,
         seq: usize,
         max_block: Option<usize>,
         enc: &dyn PositionalEncoding,
         shared: bool,
+        fuse: bool,
         device: &Device,
     ) -> Self {
+        if fuse && attention::available(device) && attention::supports(enc) {
+            return Self {
+                start,
+                seq,
+                blocks: vec![QueryBlock { q0: 0, nq: seq, nk: seq }],
+                masks: Vec::new(),
+                biases: None,
+                fused: true,
+                table: if shared { attention::distance_bias(enc, seq, device) } else { None },
+            };
+        }
         let safe = enc.rotary().and_then(|r| r.query_block());
         let block = [Some(seq), safe, max_block].into_iter().flatten().min().unwrap_or(seq).max(1);
         let blocks: Vec<QueryBlock> = (0..seq)
@@ -60,7 +79,7 @@ impl PositionPlan {
         let biases = shared
             .then(|| blocks.iter().map(|&b| block_bias(enc, start, b, device)).collect())
             .and_then(|v: Vec<Option<Tensor<4>>>| v.into_iter().collect::<Option<Vec<_>>>());
-        Self { start, seq, blocks, masks, biases }
+        Self { start, seq, blocks, masks, biases, fused: false, table: None }
     }
 
     pub fn mask(&self, block: usize) -> Tensor<4, Bool> {

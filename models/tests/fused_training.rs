@@ -1,5 +1,5 @@
-//! The same tiny model trained a few steps on wgpu (fused rotary kernels) and on flex (the
-//! reference path), from the same initial weights, reaches the same losses.
+//! The same tiny model trained a few steps on wgpu (fused attention and rotary kernels) and on
+//! flex (the reference path), from the same initial weights, reaches the same losses.
 #![cfg(feature = "wgpu")]
 
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -30,7 +30,7 @@ fn fused_and_reference_training_agree() {
     let items: Vec<Vec<u32>> = (0..4).map(|i| windows.get(i).unwrap()).collect();
     let cpu = Device::flex().autodiff();
     let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
-    for kind in ["rope", "hope-hyp"] {
+    for kind in ["rope", "hope-hyp", "nope", "alibi", "t5", "kerple"] {
         let mut c: ModelConfig =
             toml::from_str("d_model = 24\nn_layers = 2\nn_heads = 2\nmax_seq_len = 24").unwrap();
         c.encoding = EncodingConfig::default_for(kind).unwrap();
@@ -40,6 +40,8 @@ fn fused_and_reference_training_agree() {
         cpu.seed(4);
         let model = Lm::new(&c, &cpu).unwrap();
         let on_gpu = model.clone().fork(&gpu);
+        assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused attention kernel");
+        assert!(!model.attention_fused(&cpu), "flex runs the reference");
         let (a, b) = (losses(model, &items, &cpu), losses(on_gpu, &items, &gpu));
         for (s, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!((x - y).abs() < 2e-3 * x.abs(), "{kind} step {s}: reference {x} vs fused {y}");

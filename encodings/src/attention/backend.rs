@@ -15,6 +15,7 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
+pub use super::kernel::Flags;
 use super::kernel::{self, Grads, Inputs};
 
 /// `[batch, heads, seq]`: one value per query row.
@@ -23,58 +24,75 @@ fn row_spec(q: &TensorSpec) -> TensorSpec {
     TensorSpec::new(Shape::new([s[0], s[1], s[2]]), q.dtype)
 }
 
+/// Every kernel reads the same six tensors (see [`kernel::Inputs`]); the backward ones also
+/// the output gradient, the log-sum-exp and δ.
 #[backend_extension(Cube, Fusion, Autodiff)]
 pub trait AttentionBackend: Backend {
-    /// `softmax(q kᵀ + bias[h, i − j], causal) v` and the rows' log-sum-exp. `q, k, v: [b, h, s,
-    /// d]` (q pre-scaled), `bias: [h, ≥ s]` by distance (ignored unless `has_bias`).
-    #[fusion(meta = |q, _k, _v, _bias, _has_bias| (q.clone(), row_spec(q)))]
+    /// `softmax(q kᵀ + bias[h, i − j], causal) v` and the rows' log-sum-exp.
+    #[fusion(meta = |q, _k, _v, _b, _t, _s, _f| (q.clone(), row_spec(q)))]
+    #[allow(clippy::too_many_arguments)]
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        has_bias: bool,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// dQ from the output gradient, the forward's log-sum-exp and `δ = rowsum(dO ∘ O)`.
-    #[fusion(dtype = q, shape = q)]
+    /// dQ and the rows' shares of dL/dθ'.
+    #[fusion(meta = |q, _k, _v, _b, _t, _s, _do, _l, _d, _f| (q.clone(), row_spec(q)))]
     #[allow(clippy::too_many_arguments)]
     fn attention_backward_q(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
-        has_bias: bool,
-    ) -> FloatTensor<Self>;
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// (dK, dV).
-    #[fusion(meta = |_q, k, v, _bias, _dout, _lse, _delta, _has_bias| (k.clone(), v.clone()))]
+    #[fusion(meta = |_q, k, v, _b, _t, _s, _do, _l, _d, _f| (k.clone(), v.clone()))]
     #[allow(clippy::too_many_arguments)]
     fn attention_backward_kv(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
-        has_bias: bool,
+        flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// The logit gradient summed per (batch, head, distance): `[b, h, s]`.
-    #[fusion(meta = |q, _k, _v, _bias, _dout, _lse, _delta| row_spec(q))]
+    #[fusion(meta = |q, _k, _v, _b, _t, _s, _do, _l, _d, _f| row_spec(q))]
+    #[allow(clippy::too_many_arguments)]
     fn attention_backward_bias(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
+        flags: Flags,
     ) -> FloatTensor<Self>;
+}
+
+fn inputs(ts: [FloatTensor<CubeBackend>; 6], flags: Flags) -> Inputs {
+    let [q, k, v, bias, table, scal] = kernel::contiguous(ts);
+    Inputs { q, k, v, bias, table, scal, flags }
 }
 
 impl AttentionBackend for CubeBackend {
@@ -83,9 +101,11 @@ impl AttentionBackend for CubeBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        has_bias: bool,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        kernel::forward(Inputs::new(q, k, v, bias, has_bias))
+        kernel::forward(inputs([q, k, v, bias, table, scal], flags))
     }
 
     fn attention_backward_q(
@@ -93,12 +113,14 @@ impl AttentionBackend for CubeBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
-        has_bias: bool,
-    ) -> FloatTensor<Self> {
-        kernel::backward_q(Inputs::new(q, k, v, bias, has_bias), Grads::new(dout, lse, delta))
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        kernel::backward_q(inputs([q, k, v, bias, table, scal], flags), Grads::new(dout, lse, delta))
     }
 
     fn attention_backward_kv(
@@ -106,12 +128,14 @@ impl AttentionBackend for CubeBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
-        has_bias: bool,
+        flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        kernel::backward_kv(Inputs::new(q, k, v, bias, has_bias), Grads::new(dout, lse, delta))
+        kernel::backward_kv(inputs([q, k, v, bias, table, scal], flags), Grads::new(dout, lse, delta))
     }
 
     fn attention_backward_bias(
@@ -119,55 +143,65 @@ impl AttentionBackend for CubeBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
+        flags: Flags,
     ) -> FloatTensor<Self> {
-        kernel::backward_bias(Inputs::new(q, k, v, bias, true), Grads::new(dout, lse, delta))
+        kernel::backward_bias(inputs([q, k, v, bias, table, scal], flags), Grads::new(dout, lse, delta))
     }
 }
 
-/// The saved state: q, k, v, bias, out, lse and `has_bias`.
-type Saved<B> =
-    (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, bool);
+/// The saved state: the 6 inputs, out, lse and the flags.
+type Saved<B> = ([FloatTensor<B>; 6], FloatTensor<B>, FloatTensor<B>, Flags);
 
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: AttentionBackend> Backward<B, 4> for AttentionBackward {
+impl<B: AttentionBackend> Backward<B, 5> for AttentionBackward {
     type State = Saved<B>;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _ckpt: &mut Checkpointer) {
-        let [node_q, node_k, node_v, node_bias] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _ckpt: &mut Checkpointer) {
+        let [node_q, node_k, node_v, node_bias, node_scal] = ops.parents;
         let dout = grads.consume::<B>(&ops.node);
-        let (q, k, v, bias, out, lse, has_bias) = ops.state;
+        let (ins, out, lse, flags) = ops.state;
         let shape = out.shape();
         let rows = Shape::new([shape[0], shape[1], shape[2]]);
         let delta = B::float_reshape(B::float_sum_dim(B::float_mul(dout.clone(), out), 3), rows);
-        if let Some(node) = node_q {
-            let dq = B::attention_backward_q(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                bias.clone(),
-                dout.clone(),
-                lse.clone(),
-                delta.clone(),
-                has_bias,
-            );
-            grads.register::<B>(node.id, dq);
+        let [q, k, v, bias, table, scal] = ins;
+        macro_rules! call {
+            ($f:path) => {
+                $f(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    table.clone(),
+                    scal.clone(),
+                    dout.clone(),
+                    lse.clone(),
+                    delta.clone(),
+                    flags,
+                )
+            };
+        }
+        if node_q.is_some() || (node_scal.is_some() && flags.hyperbolic) {
+            let (dq, dtp) = call!(B::attention_backward_q);
+            if let Some(node) = node_q {
+                grads.register::<B>(node.id, dq);
+            }
+            if let (Some(node), true) = (node_scal, flags.hyperbolic) {
+                // [θ', factor, T]: only θ' is a parameter
+                let total = B::float_reshape(B::float_sum(dtp), Shape::new([1]));
+                let zeros =
+                    B::float_mul_scalar(B::float_cat(vec![total.clone(), total.clone()], 0), 0.0.into());
+                grads.register::<B>(node.id, B::float_cat(vec![total, zeros], 0));
+            }
         }
         if node_k.is_some() || node_v.is_some() {
-            let (dk, dv) = B::attention_backward_kv(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                bias.clone(),
-                dout.clone(),
-                lse.clone(),
-                delta.clone(),
-                has_bias,
-            );
+            let (dk, dv) = call!(B::attention_backward_kv);
             if let Some(node) = node_k {
                 grads.register::<B>(node.id, dk);
             }
@@ -175,12 +209,12 @@ impl<B: AttentionBackend> Backward<B, 4> for AttentionBackward {
                 grads.register::<B>(node.id, dv);
             }
         }
-        if let (Some(node), true) = (node_bias, has_bias) {
+        if let (Some(node), true) = (node_bias, flags.has_bias) {
             // [b, h, s] per distance → the table's [h, blen]: summed over the batch, zero for the
             // distances past this sequence.
             let bias_shape = bias.shape();
             let (h, blen, s) = (bias_shape[0], bias_shape[1], shape[2]);
-            let db = B::attention_backward_bias(q, k, v, bias, dout, lse, delta);
+            let db = call!(B::attention_backward_bias);
             let db = B::float_reshape(B::float_sum_dim(db, 0), Shape::new([h, s]));
             let db = if blen > s {
                 let zeros = B::float_zeros(Shape::new([h, blen - s]), &db.device(), db.dtype().into());
@@ -199,20 +233,24 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        has_bias: bool,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node(), bias.node()]);
-        let inner = |t: &FloatTensor<Self>| t.primitive().clone();
-        let (qi, ki, vi, bi) = (inner(&q), inner(&k), inner(&v), inner(&bias));
+        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node(), bias.node(), scal.node()]);
+        let ins = [&q, &k, &v, &bias, &table, &scal].map(|t| t.primitive().clone());
+        let run = |ins: [FloatTensor<B>; 6]| {
+            let [q, k, v, bias, table, scal] = ins;
+            B::attention_forward(q, k, v, bias, table, scal, flags)
+        };
         match prep.compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, lse) =
-                    B::attention_forward(qi.clone(), ki.clone(), vi.clone(), bi.clone(), has_bias);
-                let state = (qi, ki, vi, bi, out.clone(), lse.clone(), has_bias);
+                let (out, lse) = run(ins.clone());
+                let state = (ins, out.clone(), lse.clone(), flags);
                 (prep.finish(state, out), FloatTensor::<Self>::new(lse))
             }
             OpsKind::UnTracked(prep) => {
-                let (out, lse) = B::attention_forward(qi, ki, vi, bi, has_bias);
+                let (out, lse) = run(ins);
                 (prep.finish(out), FloatTensor::<Self>::new(lse))
             }
         }
@@ -223,11 +261,13 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         _k: FloatTensor<Self>,
         _v: FloatTensor<Self>,
         _bias: FloatTensor<Self>,
+        _table: FloatTensor<Self>,
+        _scal: FloatTensor<Self>,
         _dout: FloatTensor<Self>,
         _lse: FloatTensor<Self>,
         _delta: FloatTensor<Self>,
-        _has_bias: bool,
-    ) -> FloatTensor<Self> {
+        _flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("attention backward kernels run on the inner backend")
     }
 
@@ -236,10 +276,12 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         _k: FloatTensor<Self>,
         _v: FloatTensor<Self>,
         _bias: FloatTensor<Self>,
+        _table: FloatTensor<Self>,
+        _scal: FloatTensor<Self>,
         _dout: FloatTensor<Self>,
         _lse: FloatTensor<Self>,
         _delta: FloatTensor<Self>,
-        _has_bias: bool,
+        _flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("attention backward kernels run on the inner backend")
     }
@@ -249,9 +291,12 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         _k: FloatTensor<Self>,
         _v: FloatTensor<Self>,
         _bias: FloatTensor<Self>,
+        _table: FloatTensor<Self>,
+        _scal: FloatTensor<Self>,
         _dout: FloatTensor<Self>,
         _lse: FloatTensor<Self>,
         _delta: FloatTensor<Self>,
+        _flags: Flags,
     ) -> FloatTensor<Self> {
         unreachable!("attention backward kernels run on the inner backend")
     }

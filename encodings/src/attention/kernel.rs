@@ -17,38 +17,157 @@ use burn_cubecl::{CubeBackend, kernel::into_contiguous, ops::numeric::empty_devi
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-/// Logit of a (query, key) pair: ⟨q_i, k_j⟩ + bias[h, i − j].
+/// The pair map of a growing rotary-class encoding (HoPE-Hyp, xPos) applied in-kernel to the
+/// row `x` at position `p` (side and transpose as the rotary kernel: same table and formulas;
+/// HoPE-Hyp's output in the boost's eigenbasis, see below). Channels past the pairs pass through.
 #[cube]
-fn logit<F: Float>(
-    qr: &Array<f32>,
-    k: &Tensor<F>,
-    ko: usize,
-    bias: &Tensor<F>,
-    bo: usize,
+#[allow(clippy::too_many_arguments)]
+fn map_row<F: Float>(
+    x: &Array<f32>,
+    out: &mut Array<f32>,
+    table: &Tensor<F>,
+    scal: &Tensor<F>,
+    p: f32,
     #[comptime] dim: usize,
-    #[comptime] has_bias: bool,
-) -> f32 {
+    #[comptime] key_side: bool,
+    #[comptime] transpose: bool,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] scaled: bool,
+) {
+    let pairs = table.shape(0);
+    let sigma = if key_side { -1.0f32 } else { 1.0f32 };
+    for c in 2 * pairs..dim {
+        out[c] = x[c];
+    }
+    for slot in 0..pairs {
+        let mut c1 = slot;
+        let mut c2 = slot + pairs;
+        if interleaved {
+            c1 = 2 * slot;
+            c2 = 2 * slot + 1;
+        }
+        let t = slot * 4;
+        let x1 = x[c1];
+        let x2 = x[c2];
+        if hyperbolic {
+            let theta = f32::cast_from(table[t]);
+            let tp = f32::cast_from(scal[0]);
+            let ep = (-sigma * p * (tp - theta)).exp();
+            let em = (-sigma * p * (tp + theta)).exp();
+            // In the boost's orthonormal eigenbasis H = [[1, 1], [1, −1]]/√2 the map is
+            // diag(e_+, e_−): rows are stored in that basis (M = D·H), so a dot product of two
+            // mapped rows multiplies each eigen-part by its own factor and never adds a part
+            // scaled by e^40 to one scaled by e^−40 (f32 would lose the small one). Mᵀ = H·D.
+            if transpose {
+                let u = x1 * ep;
+                let v = x2 * em;
+                out[c1] = (u + v) * 0.707_106_77f32;
+                out[c2] = (u - v) * 0.707_106_77f32;
+            } else {
+                out[c1] = (x1 + x2) * ep * 0.707_106_77f32;
+                out[c2] = (x1 - x2) * em * 0.707_106_77f32;
+            }
+        } else {
+            let fa = f32::cast_from(table[t]);
+            let fb = f32::cast_from(table[t + 1]);
+            let fc = f32::cast_from(table[t + 2]);
+            let p1 = (p / 4096.0f32).floor();
+            let p0 = p - p1 * 4096.0f32;
+            let q1 = p1 * 4096.0f32;
+            let ta = p0 * fa;
+            let tb = q1 * fa;
+            let tc = p0 * fb;
+            let td = q1 * fb;
+            let turns =
+                (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
+            let angle = (turns - turns.floor()) * 6.283_185_5f32;
+            let mut g = f32::cast_from(scal[1]);
+            if scaled {
+                g *= (sigma * p * f32::cast_from(table[t + 3])).exp();
+            }
+            let cs = angle.cos() * g;
+            let mut sn = angle.sin() * g;
+            if transpose {
+                sn = -sn;
+            }
+            out[c1] = cs * x1 - sn * x2;
+            out[c2] = sn * x1 + cs * x2;
+        }
+    }
+}
+
+/// ⟨a, x[o..o + dim]⟩.
+#[cube]
+fn dot<F: Float>(a: &Array<f32>, x: &Tensor<F>, o: usize, #[comptime] dim: usize) -> f32 {
     let mut s = 0.0f32;
     for c in 0..dim {
-        s += qr[c] * f32::cast_from(k[ko + c]);
-    }
-    if has_bias {
-        s += f32::cast_from(bias[bo]);
+        s += a[c] * f32::cast_from(x[o + c]);
     }
     s
+}
+
+/// Key tile length of the growing maps (`scal[2]`), or the whole sequence.
+#[cube]
+fn tile_len<F: Float>(scal: &Tensor<F>, seq: usize, #[comptime] mapped: bool) -> usize {
+    let mut t = seq;
+    if mapped {
+        t = usize::cast_from(scal[2]);
+    }
+    t
+}
+
+/// Maps every row of `x: [b, h, s, d]` at its position within its tile, `s mod T`: the side the
+/// attention kernels read pre-mapped (keys in forward and dQ, queries in dK/dV).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn tile_map_kernel<F: Float>(
+    x: &Tensor<F>,
+    table: &Tensor<F>,
+    scal: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[comptime] dim: usize,
+    #[comptime] key_side: bool,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] scaled: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = ABSOLUTE_POS;
+    if row >= out.len() / dim {
+        terminate!();
+    }
+    let seq = x.shape(2);
+    let tile = usize::cast_from(scal[2]);
+    let p = f32::cast_from((row % seq) % tile);
+    let mut raw = Array::<f32>::new(dim);
+    let mut mapped = Array::<f32>::new(dim);
+    for c in 0..dim {
+        raw[c] = f32::cast_from(x[row * dim + c]);
+    }
+    map_row::<F>(&raw, &mut mapped, table, scal, p, dim, key_side, false, interleaved, hyperbolic, scaled);
+    for c in 0..dim {
+        out[row * dim + c] = F::cast_from(mapped[c]);
+    }
 }
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel<F: Float>(
     q: &Tensor<F>,
-    k: &Tensor<F>,
+    kt: &Tensor<F>,
     v: &Tensor<F>,
     bias: &Tensor<F>,
+    table: &Tensor<F>,
+    scal: &Tensor<F>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<F>,
     #[comptime] dim: usize,
     #[comptime] has_bias: bool,
+    #[comptime] mapped: bool,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
@@ -61,32 +180,58 @@ fn forward_kernel<F: Float>(
     let h = bh % q.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let tile = tile_len::<F>(scal, seq, mapped);
+    let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
     let mut acc = Array::<f32>::new(dim);
     for c in 0..dim {
-        qr[c] = f32::cast_from(q[row * dim + c]);
+        raw[c] = f32::cast_from(q[row * dim + c]);
+        qr[c] = raw[c];
+        acc[c] = 0.0f32;
     }
-    // Key 0 (always visible) starts the running max, sum and output row.
-    let mut m = logit::<F>(&qr, k, base, bias, h * blen + i, dim, has_bias);
-    let mut l = 1.0f32;
-    for c in 0..dim {
-        acc[c] = f32::cast_from(v[base + c]);
-    }
-    for j in 1..i + 1 {
-        let ko = base + j * dim;
-        let s = logit::<F>(&qr, k, ko, bias, h * blen + i - j, dim, has_bias);
-        if s > m {
-            let corr = (m - s).exp();
-            l *= corr;
-            for c in 0..dim {
-                acc[c] *= corr;
-            }
-            m = s;
+    let mut m = f32::new(-3.0e38);
+    let mut l = 0.0f32;
+    for t in 0..i / tile + 1 {
+        let j0 = t * tile;
+        if mapped {
+            // re-centred on the key tile's first position: q at i − j0, keys at j − j0
+            map_row::<F>(
+                &raw,
+                &mut qr,
+                table,
+                scal,
+                f32::cast_from(i - j0),
+                dim,
+                false,
+                false,
+                interleaved,
+                hyperbolic,
+                scaled,
+            );
         }
-        let p = (s - m).exp();
-        l += p;
-        for c in 0..dim {
-            acc[c] += p * f32::cast_from(v[ko + c]);
+        let mut j1 = j0 + tile;
+        if j1 > i + 1 {
+            j1 = i + 1;
+        }
+        for j in j0..j1 {
+            let ko = base + j * dim;
+            let mut s = dot::<F>(&qr, kt, ko, dim);
+            if has_bias {
+                s += f32::cast_from(bias[h * blen + i - j]);
+            }
+            if s > m {
+                let corr = (m - s).exp();
+                l *= corr;
+                for c in 0..dim {
+                    acc[c] *= corr;
+                }
+                m = s;
+            }
+            let p = (s - m).exp();
+            l += p;
+            for c in 0..dim {
+                acc[c] += p * f32::cast_from(v[ko + c]);
+            }
         }
     }
     let inv = 1.0f32 / l;
@@ -100,15 +245,22 @@ fn forward_kernel<F: Float>(
 #[allow(clippy::too_many_arguments)]
 fn dq_kernel<F: Float>(
     q: &Tensor<F>,
-    k: &Tensor<F>,
+    kt: &Tensor<F>,
     v: &Tensor<F>,
     bias: &Tensor<F>,
+    table: &Tensor<F>,
+    scal: &Tensor<F>,
     dout: &Tensor<F>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     dq: &mut Tensor<F>,
+    dtp: &mut Tensor<F>,
     #[comptime] dim: usize,
     #[comptime] has_bias: bool,
+    #[comptime] mapped: bool,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
@@ -121,41 +273,108 @@ fn dq_kernel<F: Float>(
     let h = bh % q.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let rotated = 2 * table.shape(0);
+    let tile = tile_len::<F>(scal, seq, mapped);
+    let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
     let mut dor = Array::<f32>::new(dim);
     let mut acc = Array::<f32>::new(dim);
+    let mut dqt = Array::<f32>::new(dim);
+    let mut back = Array::<f32>::new(dim);
     for c in 0..dim {
-        qr[c] = f32::cast_from(q[row * dim + c]);
+        raw[c] = f32::cast_from(q[row * dim + c]);
+        qr[c] = raw[c];
         dor[c] = f32::cast_from(dout[row * dim + c]);
         acc[c] = 0.0f32;
     }
     let li = f32::cast_from(lse[row]);
     let di = f32::cast_from(delta[row]);
-    for j in 0..i + 1 {
-        let ko = base + j * dim;
-        let s = logit::<F>(&qr, k, ko, bias, h * blen + i - j, dim, has_bias);
-        let p = (s - li).exp();
-        let mut dp = 0.0f32;
-        for c in 0..dim {
-            dp += dor[c] * f32::cast_from(v[ko + c]);
+    // d logit/dθ' = −Δ · (rotated part of the logit) for HoPE-Hyp's damping
+    let mut g_tp = 0.0f32;
+    for t in 0..i / tile + 1 {
+        let j0 = t * tile;
+        if mapped {
+            map_row::<F>(
+                &raw,
+                &mut qr,
+                table,
+                scal,
+                f32::cast_from(i - j0),
+                dim,
+                false,
+                false,
+                interleaved,
+                hyperbolic,
+                scaled,
+            );
+            for c in 0..dim {
+                dqt[c] = 0.0f32;
+            }
         }
-        let ds = p * (dp - di);
-        for c in 0..dim {
-            acc[c] += ds * f32::cast_from(k[ko + c]);
+        let mut j1 = j0 + tile;
+        if j1 > i + 1 {
+            j1 = i + 1;
+        }
+        for j in j0..j1 {
+            let ko = base + j * dim;
+            let mut s = dot::<F>(&qr, kt, ko, dim);
+            if has_bias {
+                s += f32::cast_from(bias[h * blen + i - j]);
+            }
+            let p = (s - li).exp();
+            let ds = p * (dot::<F>(&dor, v, ko, dim) - di);
+            if mapped {
+                if hyperbolic {
+                    let mut srot = 0.0f32;
+                    for c in 0..rotated {
+                        srot += qr[c] * f32::cast_from(kt[ko + c]);
+                    }
+                    g_tp -= ds * f32::cast_from(i - j) * srot;
+                }
+                for c in 0..dim {
+                    dqt[c] += ds * f32::cast_from(kt[ko + c]);
+                }
+            } else {
+                for c in 0..dim {
+                    acc[c] += ds * f32::cast_from(kt[ko + c]);
+                }
+            }
+        }
+        if mapped {
+            // back through this tile's query map: Mᵀ
+            map_row::<F>(
+                &dqt,
+                &mut back,
+                table,
+                scal,
+                f32::cast_from(i - j0),
+                dim,
+                false,
+                true,
+                interleaved,
+                hyperbolic,
+                scaled,
+            );
+            for c in 0..dim {
+                acc[c] += back[c];
+            }
         }
     }
     for c in 0..dim {
         dq[row * dim + c] = F::cast_from(acc[c]);
     }
+    dtp[row] = F::cast_from(g_tp);
 }
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn dkv_kernel<F: Float>(
-    q: &Tensor<F>,
+    qt: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
     bias: &Tensor<F>,
+    table: &Tensor<F>,
+    scal: &Tensor<F>,
     dout: &Tensor<F>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
@@ -163,45 +382,83 @@ fn dkv_kernel<F: Float>(
     dv: &mut Tensor<F>,
     #[comptime] dim: usize,
     #[comptime] has_bias: bool,
+    #[comptime] mapped: bool,
+    #[comptime] interleaved: bool,
+    #[comptime] hyperbolic: bool,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
     if row >= lse.len() {
         terminate!();
     }
-    let seq = q.shape(2);
+    let seq = qt.shape(2);
     let j = row % seq;
     let bh = row / seq;
-    let h = bh % q.shape(1);
+    let h = bh % qt.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let tile = tile_len::<F>(scal, seq, mapped);
+    let mut raw = Array::<f32>::new(dim);
     let mut kr = Array::<f32>::new(dim);
     let mut vr = Array::<f32>::new(dim);
     let mut dkr = Array::<f32>::new(dim);
+    let mut dkt = Array::<f32>::new(dim);
+    let mut back = Array::<f32>::new(dim);
     let mut dvr = Array::<f32>::new(dim);
     for c in 0..dim {
-        kr[c] = f32::cast_from(k[row * dim + c]);
+        raw[c] = f32::cast_from(k[row * dim + c]);
+        kr[c] = raw[c];
         vr[c] = f32::cast_from(v[row * dim + c]);
         dkr[c] = 0.0f32;
         dvr[c] = 0.0f32;
     }
-    for i in j..seq {
-        let qo = base + i * dim;
-        let mut s = 0.0f32;
-        let mut dp = 0.0f32;
-        for c in 0..dim {
-            s += f32::cast_from(q[qo + c]) * kr[c];
-            dp += f32::cast_from(dout[qo + c]) * vr[c];
+    for t in j / tile..(seq - 1) / tile + 1 {
+        let i0 = t * tile;
+        if mapped {
+            // re-centred on the query tile's first position: queries at i − i0, this key at j − i0
+            let p = f32::cast_from(j) - f32::cast_from(i0);
+            map_row::<F>(&raw, &mut kr, table, scal, p, dim, true, false, interleaved, hyperbolic, scaled);
+            for c in 0..dim {
+                dkt[c] = 0.0f32;
+            }
         }
-        if has_bias {
-            s += f32::cast_from(bias[h * blen + i - j]);
+        let mut i1 = i0 + tile;
+        if i1 > seq {
+            i1 = seq;
         }
-        let qi = bh * seq + i;
-        let p = (s - f32::cast_from(lse[qi])).exp();
-        let ds = p * (dp - f32::cast_from(delta[qi]));
-        for c in 0..dim {
-            dvr[c] += p * f32::cast_from(dout[qo + c]);
-            dkr[c] += ds * f32::cast_from(q[qo + c]);
+        let mut ia = i0;
+        if ia < j {
+            ia = j;
+        }
+        for i in ia..i1 {
+            let qo = base + i * dim;
+            let mut s = dot::<F>(&kr, qt, qo, dim);
+            if has_bias {
+                s += f32::cast_from(bias[h * blen + i - j]);
+            }
+            let qi = bh * seq + i;
+            let p = (s - f32::cast_from(lse[qi])).exp();
+            let ds = p * (dot::<F>(&vr, dout, qo, dim) - f32::cast_from(delta[qi]));
+            for c in 0..dim {
+                dvr[c] += p * f32::cast_from(dout[qo + c]);
+            }
+            if mapped {
+                for c in 0..dim {
+                    dkt[c] += ds * f32::cast_from(qt[qo + c]);
+                }
+            } else {
+                for c in 0..dim {
+                    dkr[c] += ds * f32::cast_from(qt[qo + c]);
+                }
+            }
+        }
+        if mapped {
+            let p = f32::cast_from(j) - f32::cast_from(i0);
+            map_row::<F>(&dkt, &mut back, table, scal, p, dim, true, true, interleaved, hyperbolic, scaled);
+            for c in 0..dim {
+                dkr[c] += back[c];
+            }
         }
     }
     for c in 0..dim {
@@ -274,46 +531,94 @@ fn grid(q: &CubeTensor, threads: usize) -> (CubeCount, CubeDim) {
     (calculate_cube_count_elemwise(&q.client, threads, cube_dim), cube_dim)
 }
 
-/// The inputs every kernel reads, contiguous.
+/// Comptime switches of the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// A `[heads, ≥ seq]` distance-bias table is added to the logits.
+    pub has_bias: bool,
+    /// A growing rotary map (HoPE-Hyp, xPos) is applied in-kernel, re-centred per tile.
+    pub mapped: bool,
+    pub interleaved: bool,
+    pub hyperbolic: bool,
+    pub scaled: bool,
+}
+
+/// The kernels' inputs, contiguous. `table`: the rotary kernel's per-pair table; `scal`:
+/// [θ', attention factor, tile length T] (read only with `flags.mapped`).
 pub struct Inputs {
     pub q: CubeTensor,
     pub k: CubeTensor,
     pub v: CubeTensor,
     pub bias: CubeTensor,
-    pub has_bias: bool,
+    pub table: CubeTensor,
+    pub scal: CubeTensor,
+    pub flags: Flags,
 }
 
 impl Inputs {
-    pub fn new(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, has_bias: bool) -> Self {
-        let c = into_contiguous;
-        Self { q: c(q), k: c(k), v: c(v), bias: c(bias), has_bias }
-    }
-
     fn dim(&self) -> usize {
         self.q.meta.shape()[3]
     }
+
+    /// `x` mapped within its tiles ([`tile_map_kernel`]) when the map runs in-kernel, else `x`.
+    fn tiled(&self, x: &CubeTensor, key_side: bool) -> CubeTensor {
+        if !self.flags.mapped {
+            return x.clone();
+        }
+        let out = output(x, x.meta.shape().clone());
+        let (count, cube_dim) = grid(x, out.meta.num_elements() / self.dim());
+        let f = self.flags;
+        tile_map_kernel::launch(
+            &x.client.clone(),
+            count,
+            cube_dim,
+            x.clone().into_tensor_arg(),
+            self.table.clone().into_tensor_arg(),
+            self.scal.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            self.dim(),
+            key_side,
+            f.interleaved,
+            f.hyperbolic,
+            f.scaled,
+            dtype_to_storage_type(x.dtype),
+        );
+        out
+    }
+}
+
+/// Makes every tensor contiguous.
+pub fn contiguous(ts: [CubeTensor; 6]) -> [CubeTensor; 6] {
+    ts.map(into_contiguous)
 }
 
 /// `(out [b, h, s, d], lse [b, h, s])`.
 pub fn forward(x: Inputs) -> (CubeTensor, CubeTensor) {
+    let kt = x.tiled(&x.k, true);
     let out = output(&x.q, x.q.meta.shape().clone());
     let lse = output(&x.q, rows(&x.q));
     let n = lse.meta.num_elements();
     let (count, cube_dim) = grid(&x.q, n);
     let dtype = dtype_to_storage_type(x.q.dtype);
-    let dim = x.dim();
+    let (dim, f) = (x.dim(), x.flags);
     forward_kernel::launch(
         &x.q.client.clone(),
         count,
         cube_dim,
         x.q.into_tensor_arg(),
-        x.k.into_tensor_arg(),
+        kt.into_tensor_arg(),
         x.v.into_tensor_arg(),
         x.bias.into_tensor_arg(),
+        x.table.into_tensor_arg(),
+        x.scal.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         lse.clone().into_tensor_arg(),
         dim,
-        x.has_bias,
+        f.has_bias,
+        f.mapped,
+        f.interleaved,
+        f.hyperbolic,
+        f.scaled,
         dtype,
     );
     (out, lse)
@@ -334,60 +639,79 @@ impl Grads {
     }
 }
 
-pub fn backward_q(x: Inputs, g: Grads) -> CubeTensor {
+/// dQ and, per row, the row's share of dL/dθ' (`[b, h, s]`; zero unless hyperbolic).
+pub fn backward_q(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
+    let kt = x.tiled(&x.k, true);
     let dq = output(&x.q, x.q.meta.shape().clone());
+    let dtp = output(&x.q, rows(&x.q));
     let n = g.lse.meta.num_elements();
     let (count, cube_dim) = grid(&x.q, n);
     let dtype = dtype_to_storage_type(x.q.dtype);
-    let dim = x.dim();
+    let (dim, f) = (x.dim(), x.flags);
     dq_kernel::launch(
         &x.q.client.clone(),
         count,
         cube_dim,
         x.q.into_tensor_arg(),
-        x.k.into_tensor_arg(),
+        kt.into_tensor_arg(),
         x.v.into_tensor_arg(),
         x.bias.into_tensor_arg(),
+        x.table.into_tensor_arg(),
+        x.scal.into_tensor_arg(),
         g.dout.into_tensor_arg(),
         g.lse.into_tensor_arg(),
         g.delta.into_tensor_arg(),
         dq.clone().into_tensor_arg(),
+        dtp.clone().into_tensor_arg(),
         dim,
-        x.has_bias,
+        f.has_bias,
+        f.mapped,
+        f.interleaved,
+        f.hyperbolic,
+        f.scaled,
         dtype,
     );
-    dq
+    (dq, dtp)
 }
 
 pub fn backward_kv(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
+    let qt = x.tiled(&x.q, false);
     let dk = output(&x.k, x.k.meta.shape().clone());
     let dv = output(&x.v, x.v.meta.shape().clone());
     let n = g.lse.meta.num_elements();
     let (count, cube_dim) = grid(&x.q, n);
     let dtype = dtype_to_storage_type(x.q.dtype);
-    let dim = x.dim();
+    let (dim, f) = (x.dim(), x.flags);
     dkv_kernel::launch(
         &x.q.client.clone(),
         count,
         cube_dim,
-        x.q.into_tensor_arg(),
+        qt.into_tensor_arg(),
         x.k.into_tensor_arg(),
         x.v.into_tensor_arg(),
         x.bias.into_tensor_arg(),
+        x.table.into_tensor_arg(),
+        x.scal.into_tensor_arg(),
         g.dout.into_tensor_arg(),
         g.lse.into_tensor_arg(),
         g.delta.into_tensor_arg(),
         dk.clone().into_tensor_arg(),
         dv.clone().into_tensor_arg(),
         dim,
-        x.has_bias,
+        f.has_bias,
+        f.mapped,
+        f.interleaved,
+        f.hyperbolic,
+        f.scaled,
         dtype,
     );
     (dk, dv)
 }
 
-/// `[b, h, s]`: the logit gradient summed over each diagonal (distance Δ = 0..s).
+/// `[b, h, s]`: the logit gradient summed over each diagonal (distance Δ = 0..s). Only for
+/// unmapped attention (a bias-class encoding has no rotary map).
 pub fn backward_bias(x: Inputs, g: Grads) -> CubeTensor {
+    assert!(!x.flags.mapped, "distance biases come without in-kernel maps");
     let db = output(&x.q, rows(&x.q));
     let n = db.meta.num_elements();
     let (count, cube_dim) = grid(&x.q, n);

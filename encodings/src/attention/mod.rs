@@ -7,14 +7,15 @@
 //! - embedding class (NoPE, sinusoidal, learned): nothing — plain causal attention;
 //! - rotary class with norm-preserving maps (RoPE in every layout, scaling and partial form,
 //!   p-RoPE, HoPE-HF): q and k mapped once by the fused rotary kernel (angles exact at 1e6);
+//! - growing maps (HoPE-Hyp, xPos): applied inside the kernel, re-centred per tile (see
+//!   [`growing`]), with the gradient to a learnable θ' — finite at any length, no query blocks;
 //! - bias class depending on distance only (ALiBi, T5, KERPLE): a `[heads, seq]` table of
 //!   `bias(h, Δ)` built by the encoding's own tensor ops; the kernel reads `table[h, i − j]` and
 //!   its backward returns the logit gradient summed per distance, so the gradient reaches T5's
 //!   table and KERPLE's r1, r2 through ordinary autodiff of the table.
 //!
-//! Not fused yet (the reference path runs, in query blocks): HoPE-Hyp and xPos (growing factors
-//! need per-tile re-centring inside the kernel) and FIRE (its bias depends on the query position
-//! too). [`supports`] says which.
+//! Not fused yet (the reference path runs, in query blocks): FIRE, whose bias depends on the
+//! query position too. [`supports`] says which.
 
 #[cfg(feature = "cube")]
 mod backend;
@@ -24,12 +25,14 @@ mod kernel;
 use burn::prelude::*;
 
 use crate::registry::{EncodingClass, PositionalEncoding};
+#[cfg(feature = "cube")]
+use crate::rotary::RotaryEncoding;
 
 /// Whether the fused kernel handles `enc` (see the module doc).
 pub fn supports(enc: &dyn PositionalEncoding) -> bool {
     match enc.class() {
         EncodingClass::Embedding => true,
-        EncodingClass::Rotary => enc.rotary().is_some_and(|r| r.query_block_seen().is_none()),
+        EncodingClass::Rotary => enc.rotary().is_some(),
         EncodingClass::Bias => enc.bias_by_distance(),
     }
 }
@@ -68,13 +71,42 @@ pub fn encoded(
         return None;
     }
     let seq = q.dims()[2];
-    let (q, k) = match enc.rotary() {
+    match enc.rotary() {
+        #[cfg(feature = "cube")]
+        Some(r) if r.query_block_seen().is_some() => Some(growing(q, k, v, r, start + seq)),
         // Norm-preserving maps: positions re-centred on the first token (exact, Δ-only scores).
-        Some(r) => r.apply_qk(q, k, &[start], &[start], start + seq),
-        None => (q, k),
+        Some(r) => {
+            let (q, k) = r.apply_qk(q, k, &[start], &[start], start + seq);
+            Some(causal(q, k, v, None))
+        }
+        None => {
+            let table = table.or_else(|| distance_bias(enc, seq, &device));
+            Some(causal(q, k, v, table))
+        }
+    }
+}
+
+/// A growing map (HoPE-Hyp, xPos) inside the kernel: with tile T = the encoding's safe block,
+/// one side is mapped within its own tile (positions i mod T or j mod T: factors within e^±40)
+/// and the kernel maps the other side re-centred on the tile it meets (forward, dQ: q
+/// at i − j₀ against keys of the tile starting at j₀; dK/dV: k at j − i₀ against queries of the
+/// tile starting at i₀). Exact — scores depend on m − n only — and finite at any length.
+#[cfg(feature = "cube")]
+fn growing(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, r: &RotaryEncoding, context_len: usize) -> Tensor<4> {
+    use crate::rotary::{Layout, fused};
+    let device = q.device();
+    let tile = r.query_block_seen().expect("a growing map").max(1);
+    let (table, scal) = fused::map_tensors(r, context_len, &device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![tile as f32], [1]), &device);
+    let spec = r.spec();
+    let flags = backend::Flags {
+        has_bias: false,
+        mapped: true,
+        interleaved: spec.layout == Layout::Interleaved,
+        hyperbolic: matches!(spec.map, crate::rotary::PairMap::Hyperbolic { .. }),
+        scaled: spec.xpos.is_some(),
     };
-    let table = table.or_else(|| distance_bias(enc, seq, &device));
-    Some(causal(q, k, v, table))
+    launch(q, k, v, None, table, Tensor::cat(vec![scal, t], 0), flags).0
 }
 
 /// Causal attention `softmax(q kᵀ + bias[h, i − j]) v` through the fused kernel.
@@ -94,23 +126,41 @@ pub fn causal_with_lse(
 ) -> (Tensor<4>, Tensor<3>) {
     #[cfg(feature = "cube")]
     {
-        use backend::AttentionBackend;
-        use burn::backend::Dispatch;
-        assert!(available(&q.device()), "fused attention needs a CubeCL device");
-        let has_bias = bias.is_some();
-        let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
-        let (out, lse) = Dispatch::attention_forward(
-            q.into_dispatch(),
-            k.into_dispatch(),
-            v.into_dispatch(),
-            bias.into_dispatch(),
-            has_bias,
-        );
-        (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
+        let device = q.device();
+        let one = || Tensor::<2>::ones([1, 1], &device);
+        let flags = backend::Flags { has_bias: bias.is_some(), ..Default::default() };
+        launch(q, k, v, bias, one(), Tensor::ones([3], &device), flags)
     }
     #[cfg(not(feature = "cube"))]
     {
         let _ = (q, k, v, bias);
         panic!("fused attention needs a CubeCL backend feature (wgpu, cuda, …)")
     }
+}
+
+#[cfg(feature = "cube")]
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<2>>,
+    table: Tensor<2>,
+    scal: Tensor<1>,
+    flags: backend::Flags,
+) -> (Tensor<4>, Tensor<3>) {
+    use backend::AttentionBackend;
+    use burn::backend::Dispatch;
+    assert!(available(&q.device()), "fused attention needs a CubeCL device");
+    let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
+    let (out, lse) = Dispatch::attention_forward(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        table.into_dispatch(),
+        scal.into_dispatch(),
+        flags,
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
 }

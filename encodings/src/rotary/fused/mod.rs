@@ -225,19 +225,10 @@ pub fn apply_transposed(
     launch(enc, x, starts, side, context_len, true)
 }
 
-fn launch(
-    enc: &RotaryEncoding,
-    x: Tensor<4>,
-    starts: &[i64],
-    side: Side,
-    context_len: usize,
-    transpose: bool,
-) -> Tensor<4> {
+/// The kernel's per-pair table `[pairs, 4]` (angle split f_a, f_b, f_c and xPos log-scale, or
+/// θ_i for HoPE-Hyp) and its scalars `[θ' (differentiable), attention factor]`.
+pub fn map_tensors(enc: &RotaryEncoding, context_len: usize, device: &Device) -> (Tensor<2>, Tensor<1>) {
     let spec = enc.spec();
-    let [batch, _, seq, dim] = x.dims();
-    assert_eq!(dim, spec.head_dim, "head_dim of the input differs from the encoding's");
-    assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
-    let device = x.device();
     let theta = spec.theta_at(context_len);
     let hyperbolic = matches!(spec.map, PairMap::Hyperbolic { .. });
     let mut table = Vec::with_capacity(theta.len() * 4);
@@ -252,21 +243,47 @@ fn launch(
             table.extend([fa as f32, fb as f32, (f - fa - fb) as f32, w as f32]);
         }
     }
-    let table = Tensor::<2>::from_data(TensorData::new(table, [theta.len(), 4]), &device);
-    let pos: Vec<f32> = starts.iter().flat_map(|&p0| (0..seq).map(move |s| (p0 + s as i64) as f32)).collect();
-    let pos = Tensor::<2>::from_data(TensorData::new(pos, [starts.len(), seq]), &device);
-    let factor = Tensor::<1>::from_data(TensorData::new(vec![spec.attention_factor as f32], [1]), &device);
+    let table = Tensor::<2>::from_data(TensorData::new(table, [theta.len(), 4]), device);
+    let factor = Tensor::<1>::from_data(TensorData::new(vec![spec.attention_factor as f32], [1]), device);
     let tp = enc
-        .theta_prime_tensor(&device)
-        .unwrap_or_else(|| Tensor::from_data(TensorData::new(vec![0f32], [1]), &device));
-    let scal = Tensor::cat(vec![tp, factor], 0);
+        .theta_prime_tensor(device)
+        .unwrap_or_else(|| Tensor::from_data(TensorData::new(vec![0f32], [1]), device));
+    (table, Tensor::cat(vec![tp, factor], 0))
+}
+
+fn launch(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    starts: &[i64],
+    side: Side,
+    context_len: usize,
+    transpose: bool,
+) -> Tensor<4> {
+    let [batch, _, seq, _] = x.dims();
+    assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
+    let pos: Vec<f32> = starts.iter().flat_map(|&p0| (0..seq).map(move |s| (p0 + s as i64) as f32)).collect();
+    let pos = Tensor::<2>::from_data(TensorData::new(pos, [starts.len(), seq]), &x.device());
+    launch_at(enc, x, pos, side, context_len, transpose)
+}
+
+fn launch_at(
+    enc: &RotaryEncoding,
+    x: Tensor<4>,
+    pos: Tensor<2>,
+    side: Side,
+    context_len: usize,
+    transpose: bool,
+) -> Tensor<4> {
+    let spec = enc.spec();
+    assert_eq!(x.dims()[3], spec.head_dim, "head_dim of the input differs from the encoding's");
+    let (table, scal) = map_tensors(enc, context_len, &x.device());
     Tensor::from_dispatch(Dispatch::rotary_map(
         x.into_dispatch(),
         table.into_dispatch(),
         pos.into_dispatch(),
         scal.into_dispatch(),
         spec.layout == super::Layout::Interleaved,
-        hyperbolic,
+        matches!(spec.map, PairMap::Hyperbolic { .. }),
         side == Side::Key,
         transpose,
         spec.xpos.is_some(),

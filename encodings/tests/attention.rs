@@ -28,7 +28,8 @@ const CASES: &[&str] = &[
     // growing maps, in-kernel and re-centred per tile (several tiles at s = 129 and 333)
     "kind = \"hope-hyp\"",
     "kind = \"hope-hyp\"\nlayout = \"interleaved\"\nangle_scale = 0.3\ntheta_prime = 0.4\nlearnable = false",
-    "kind = \"xpos\"\nlayout = \"interleaved\"\nscale_base = 8.0",
+    "kind = \"hope-hyp\"\nlayout = \"interleaved\"\ntheta_prime = 0.5\nlearnable = false",
+    "kind = \"xpos\"\nlayout = \"interleaved\"\nscale_base = 2.0",
     "kind = \"xpos\"",
 ];
 
@@ -174,7 +175,7 @@ fn fused_attention_matches_the_dense_reference() {
                     None => f64s(&host(dense(t(&q, &c), t(&k, &c), t(&v, &c), re.as_dyn(), start))),
                 };
                 assert_close(&host(got), &want, 2e-5, &what);
-                if toml.contains("hope-hyp") && s > 7 {
+                if (toml.contains("hope-hyp") || toml.contains("scale_base")) && s > 7 {
                     let t = fe.as_dyn().rotary().unwrap().query_block().unwrap();
                     assert!(t < s, "{what}: the case must span several tiles (T = {t})");
                 }
@@ -185,7 +186,7 @@ fn fused_attention_matches_the_dense_reference() {
 
 #[test]
 fn log_sum_exp_is_that_of_the_masked_logits() {
-    let (g, c) = (gpu(), device());
+    let g = gpu();
     let (b, h, s, d) = (2, 3, 129, 12);
     let [q, k, v] = qkv(b, h, s, d, 9);
     let table: Vec<f32> = random_vec(&mut rng(4), h * (s + 5));
@@ -209,7 +210,6 @@ fn log_sum_exp_is_that_of_the_masked_logits() {
         }
     }
     assert_close(&host(lse), &want, 2e-5, "lse");
-    let _ = c;
 }
 
 #[test]
@@ -261,32 +261,60 @@ fn fused_gradients_match_the_dense_reference() {
 #[test]
 fn a_later_token_changes_no_earlier_output() {
     let g = gpu();
-    let (b, h, s, d) = (1, 3, 33, 12);
+    let (b, h, d) = (1, 3, 12);
     let ctx = EncodingContext::new(d, h, Some(64));
-    let enc = encoding("kind = \"t5\"", &ctx, &g);
-    let [q, k, v] = qkv(b, h, s, d, 77);
-    let run = |k: &Vec<f32>, v: &Vec<f32>| {
-        let t = |x: &Vec<f32>| tensor4(x.clone(), [b, h, s, d], &g);
-        host(attention::encoded(t(&q), t(k), t(v), enc.as_dyn(), 0, None).unwrap())
-    };
-    let base = run(&k, &v);
-    let (mut k2, mut v2) = (k.clone(), v.clone());
-    let last = 20; // change key/value 20 of every head
-    for hh in 0..h {
-        for c in 0..d {
-            k2[(hh * s + last) * d + c] += 3.0;
-            v2[(hh * s + last) * d + c] -= 2.0;
+    // a bias table, and a growing map over several tiles (xPos, T = 63)
+    for (toml, s, last) in [("kind = \"t5\"", 33, 20), ("kind = \"xpos\"\nscale_base = 2.0", 129, 100)] {
+        let enc = encoding(toml, &ctx, &g);
+        let [q, k, v] = qkv(b, h, s, d, 77);
+        let run = |k: &Vec<f32>, v: &Vec<f32>| {
+            let t = |x: &Vec<f32>| tensor4(x.clone(), [b, h, s, d], &g);
+            host(attention::encoded(t(&q), t(k), t(v), enc.as_dyn(), 0, None).unwrap())
+        };
+        let base = run(&k, &v);
+        let (mut k2, mut v2) = (k.clone(), v.clone());
+        for hh in 0..h {
+            for c in 0..d {
+                k2[(hh * s + last) * d + c] += 3.0;
+                v2[(hh * s + last) * d + c] -= 2.0;
+            }
         }
-    }
-    let changed = run(&k2, &v2);
-    for hh in 0..h {
-        for i in 0..s {
-            let row = |x: &Vec<f32>| x[(hh * s + i) * d..(hh * s + i + 1) * d].to_vec();
-            if i < last {
-                assert_eq!(row(&base), row(&changed), "head {hh} row {i} saw a later token");
-            } else {
-                assert_ne!(row(&base), row(&changed), "head {hh} row {i} must see token {last}");
+        let changed = run(&k2, &v2);
+        for hh in 0..h {
+            for i in 0..s {
+                let row = |x: &Vec<f32>| x[(hh * s + i) * d..(hh * s + i + 1) * d].to_vec();
+                if i < last {
+                    assert_eq!(row(&base), row(&changed), "{toml}: head {hh} row {i} saw a later token");
+                } else {
+                    assert_ne!(row(&base), row(&changed), "{toml}: head {hh} row {i} must see token {last}");
+                }
             }
         }
     }
+}
+
+/// θ' learnt to a much larger value after a first forward: the kernels take the tile length
+/// from the current θ' (a stale one would let the key factors overflow to inf).
+#[test]
+fn hope_hyp_follows_a_changed_theta_prime() {
+    let g = gpu();
+    let (b, h, s, d) = (1, 3, 129, 10);
+    let ctx = EncodingContext::new(d, h, Some(64));
+    let enc = encoding("kind = \"hope-hyp\"", &ctx, &g);
+    let [q, k, v] = qkv(b, h, s, d, 5);
+    let t = |x: &Vec<f32>| tensor4(x.clone(), [b, h, s, d], &g);
+    let _ = attention::encoded(t(&q), t(&k), t(&v), enc.as_dyn(), 0, None).unwrap();
+    struct Set(f32);
+    impl ModuleMapper for Set {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let v = self.0;
+            param.map(|t| t.ones_like().mul_scalar(v))
+        }
+    }
+    let enc = enc.map(&mut Set(6.0)); // θ' ≈ 6: T = 6 where the first forward had T ≈ 100
+    // no host read of θ' before the call (that would refresh a host-side tile length)
+    let got = host(attention::encoded(t(&q), t(&k), t(&v), enc.as_dyn(), 0, None).unwrap());
+    let r = enc.as_dyn().rotary().unwrap();
+    assert!(r.theta_prime() > 5.9);
+    assert_close(&got, &host_rotary(&q, &k, &v, r, b * h, s, d), 2e-5, "after θ' changed");
 }

@@ -41,6 +41,10 @@ fn fused_and_reference_training_agree() {
         let model = Lm::new(&c, &cpu).unwrap();
         let on_gpu = model.clone().fork(&gpu);
         assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused attention kernel");
+        assert!(
+            !on_gpu.clone().with_fused_attention(false).attention_fused(&gpu),
+            "the switch forces the reference"
+        );
         assert!(!model.attention_fused(&cpu), "flex runs the reference");
         let (a, b) = (losses(model, &items, &cpu), losses(on_gpu, &items, &gpu));
         for (s, (x, y)) in a.iter().zip(&b).enumerate() {

@@ -15,8 +15,8 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
-pub use super::kernel::Flags;
-use super::kernel::{self, Grads, Inputs};
+pub use super::launch::Flags;
+use super::launch::{self as kernel, Grads, Inputs};
 
 /// `[batch, heads, seq]`: one value per query row.
 fn row_spec(q: &TensorSpec) -> TensorSpec {

@@ -10,12 +10,7 @@
 //!
 //! q arrives scaled (1/√d applied by the caller); `bias: [heads, ≥ seq]` is indexed by distance.
 
-use burn::backend::cubecl::dtype_to_storage_type;
-use burn::tensor::Shape;
-use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{CubeBackend, kernel::into_contiguous, ops::numeric::empty_device_dtype};
 use cubecl::prelude::*;
-use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 /// The pair map of a growing rotary-class encoding (HoPE-Hyp, xPos) applied in-kernel to the
 /// row `x` at position `p` (side and transpose as the rotary kernel: same table and formulas;
@@ -107,12 +102,28 @@ fn dot<F: Float>(a: &Array<f32>, x: &Tensor<F>, o: usize, #[comptime] dim: usize
     s
 }
 
-/// Key tile length of the growing maps (`scal[2]`), or the whole sequence.
+/// Tile length T of the growing maps: HoPE-Hyp's from the current θ' on the device,
+/// ⌊40 / (θ' + max θ_i)⌋ with `scal[2]` = max θ_i (so a learnt θ' never leaves a stale T, and
+/// factors stay within e^±40); xPos's fixed T in `scal[2]`; the whole sequence otherwise.
 #[cube]
-fn tile_len<F: Float>(scal: &Tensor<F>, seq: usize, #[comptime] mapped: bool) -> usize {
+fn tile_len<F: Float>(
+    scal: &Tensor<F>,
+    seq: usize,
+    #[comptime] mapped: bool,
+    #[comptime] hyperbolic: bool,
+) -> usize {
     let mut t = seq;
     if mapped {
-        t = usize::cast_from(scal[2]);
+        let mut tf = f32::cast_from(scal[2]);
+        if hyperbolic {
+            tf = (40.0f32 / (f32::cast_from(scal[0]) + tf)).floor();
+        }
+        if tf < f32::cast_from(seq) {
+            t = usize::cast_from(tf);
+        }
+        if t < 1 {
+            t = 1;
+        }
     }
     t
 }
@@ -121,7 +132,7 @@ fn tile_len<F: Float>(scal: &Tensor<F>, seq: usize, #[comptime] mapped: bool) ->
 /// attention kernels read pre-mapped (keys in forward and dQ, queries in dK/dV).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn tile_map_kernel<F: Float>(
+pub(super) fn tile_map_kernel<F: Float>(
     x: &Tensor<F>,
     table: &Tensor<F>,
     scal: &Tensor<F>,
@@ -138,7 +149,7 @@ fn tile_map_kernel<F: Float>(
         terminate!();
     }
     let seq = x.shape(2);
-    let tile = usize::cast_from(scal[2]);
+    let tile = tile_len::<F>(scal, seq, true, hyperbolic);
     let p = f32::cast_from((row % seq) % tile);
     let mut raw = Array::<f32>::new(dim);
     let mut mapped = Array::<f32>::new(dim);
@@ -153,7 +164,7 @@ fn tile_map_kernel<F: Float>(
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn forward_kernel<F: Float>(
+pub(super) fn forward_kernel<F: Float>(
     q: &Tensor<F>,
     kt: &Tensor<F>,
     v: &Tensor<F>,
@@ -180,7 +191,7 @@ fn forward_kernel<F: Float>(
     let h = bh % q.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
-    let tile = tile_len::<F>(scal, seq, mapped);
+    let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
     let mut acc = Array::<f32>::new(dim);
@@ -243,7 +254,7 @@ fn forward_kernel<F: Float>(
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn dq_kernel<F: Float>(
+pub(super) fn dq_kernel<F: Float>(
     q: &Tensor<F>,
     kt: &Tensor<F>,
     v: &Tensor<F>,
@@ -274,7 +285,7 @@ fn dq_kernel<F: Float>(
     let base = bh * seq * dim;
     let blen = bias.shape(1);
     let rotated = 2 * table.shape(0);
-    let tile = tile_len::<F>(scal, seq, mapped);
+    let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
     let mut dor = Array::<f32>::new(dim);
@@ -368,7 +379,7 @@ fn dq_kernel<F: Float>(
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn dkv_kernel<F: Float>(
+pub(super) fn dkv_kernel<F: Float>(
     qt: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -398,7 +409,7 @@ fn dkv_kernel<F: Float>(
     let h = bh % qt.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
-    let tile = tile_len::<F>(scal, seq, mapped);
+    let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
     let mut kr = Array::<f32>::new(dim);
     let mut vr = Array::<f32>::new(dim);
@@ -469,7 +480,7 @@ fn dkv_kernel<F: Float>(
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn dbias_kernel<F: Float>(
+pub(super) fn dbias_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -506,231 +517,4 @@ fn dbias_kernel<F: Float>(
         acc += p * (dp - f32::cast_from(delta[qi]));
     }
     dbias[row] = F::cast_from(acc);
-}
-
-/// An output of `shape`, NaN-filled when the rotary module's `POISON` switch is on (tests: an
-/// unwritten element then fails), else uninitialised.
-fn output(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    use burn::backend::ops::FloatTensorOps;
-    let out = empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
-    if crate::rotary::fused::POISON.load(std::sync::atomic::Ordering::Relaxed) {
-        let nan = <CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(out, f32::NAN.into());
-        return into_contiguous(nan);
-    }
-    out
-}
-
-/// `[batch, heads, seq]`: one value per row of `q`.
-fn rows(q: &CubeTensor) -> Shape {
-    let s = q.meta.shape();
-    Shape::new([s[0], s[1], s[2]])
-}
-
-fn grid(q: &CubeTensor, threads: usize) -> (CubeCount, CubeDim) {
-    let cube_dim = CubeDim::new(&q.client, threads);
-    (calculate_cube_count_elemwise(&q.client, threads, cube_dim), cube_dim)
-}
-
-/// Comptime switches of the kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Flags {
-    /// A `[heads, ≥ seq]` distance-bias table is added to the logits.
-    pub has_bias: bool,
-    /// A growing rotary map (HoPE-Hyp, xPos) is applied in-kernel, re-centred per tile.
-    pub mapped: bool,
-    pub interleaved: bool,
-    pub hyperbolic: bool,
-    pub scaled: bool,
-}
-
-/// The kernels' inputs, contiguous. `table`: the rotary kernel's per-pair table; `scal`:
-/// [θ', attention factor, tile length T] (read only with `flags.mapped`).
-pub struct Inputs {
-    pub q: CubeTensor,
-    pub k: CubeTensor,
-    pub v: CubeTensor,
-    pub bias: CubeTensor,
-    pub table: CubeTensor,
-    pub scal: CubeTensor,
-    pub flags: Flags,
-}
-
-impl Inputs {
-    fn dim(&self) -> usize {
-        self.q.meta.shape()[3]
-    }
-
-    /// `x` mapped within its tiles ([`tile_map_kernel`]) when the map runs in-kernel, else `x`.
-    fn tiled(&self, x: &CubeTensor, key_side: bool) -> CubeTensor {
-        if !self.flags.mapped {
-            return x.clone();
-        }
-        let out = output(x, x.meta.shape().clone());
-        let (count, cube_dim) = grid(x, out.meta.num_elements() / self.dim());
-        let f = self.flags;
-        tile_map_kernel::launch(
-            &x.client.clone(),
-            count,
-            cube_dim,
-            x.clone().into_tensor_arg(),
-            self.table.clone().into_tensor_arg(),
-            self.scal.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            self.dim(),
-            key_side,
-            f.interleaved,
-            f.hyperbolic,
-            f.scaled,
-            dtype_to_storage_type(x.dtype),
-        );
-        out
-    }
-}
-
-/// Makes every tensor contiguous.
-pub fn contiguous(ts: [CubeTensor; 6]) -> [CubeTensor; 6] {
-    ts.map(into_contiguous)
-}
-
-/// `(out [b, h, s, d], lse [b, h, s])`.
-pub fn forward(x: Inputs) -> (CubeTensor, CubeTensor) {
-    let kt = x.tiled(&x.k, true);
-    let out = output(&x.q, x.q.meta.shape().clone());
-    let lse = output(&x.q, rows(&x.q));
-    let n = lse.meta.num_elements();
-    let (count, cube_dim) = grid(&x.q, n);
-    let dtype = dtype_to_storage_type(x.q.dtype);
-    let (dim, f) = (x.dim(), x.flags);
-    forward_kernel::launch(
-        &x.q.client.clone(),
-        count,
-        cube_dim,
-        x.q.into_tensor_arg(),
-        kt.into_tensor_arg(),
-        x.v.into_tensor_arg(),
-        x.bias.into_tensor_arg(),
-        x.table.into_tensor_arg(),
-        x.scal.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        dim,
-        f.has_bias,
-        f.mapped,
-        f.interleaved,
-        f.hyperbolic,
-        f.scaled,
-        dtype,
-    );
-    (out, lse)
-}
-
-/// Saved forward state and the output gradient.
-pub struct Grads {
-    pub dout: CubeTensor,
-    pub lse: CubeTensor,
-    /// `δ_i = ⟨dO_i, O_i⟩`, `[b, h, s]`.
-    pub delta: CubeTensor,
-}
-
-impl Grads {
-    pub fn new(dout: CubeTensor, lse: CubeTensor, delta: CubeTensor) -> Self {
-        let c = into_contiguous;
-        Self { dout: c(dout), lse: c(lse), delta: c(delta) }
-    }
-}
-
-/// dQ and, per row, the row's share of dL/dθ' (`[b, h, s]`; zero unless hyperbolic).
-pub fn backward_q(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
-    let kt = x.tiled(&x.k, true);
-    let dq = output(&x.q, x.q.meta.shape().clone());
-    let dtp = output(&x.q, rows(&x.q));
-    let n = g.lse.meta.num_elements();
-    let (count, cube_dim) = grid(&x.q, n);
-    let dtype = dtype_to_storage_type(x.q.dtype);
-    let (dim, f) = (x.dim(), x.flags);
-    dq_kernel::launch(
-        &x.q.client.clone(),
-        count,
-        cube_dim,
-        x.q.into_tensor_arg(),
-        kt.into_tensor_arg(),
-        x.v.into_tensor_arg(),
-        x.bias.into_tensor_arg(),
-        x.table.into_tensor_arg(),
-        x.scal.into_tensor_arg(),
-        g.dout.into_tensor_arg(),
-        g.lse.into_tensor_arg(),
-        g.delta.into_tensor_arg(),
-        dq.clone().into_tensor_arg(),
-        dtp.clone().into_tensor_arg(),
-        dim,
-        f.has_bias,
-        f.mapped,
-        f.interleaved,
-        f.hyperbolic,
-        f.scaled,
-        dtype,
-    );
-    (dq, dtp)
-}
-
-pub fn backward_kv(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
-    let qt = x.tiled(&x.q, false);
-    let dk = output(&x.k, x.k.meta.shape().clone());
-    let dv = output(&x.v, x.v.meta.shape().clone());
-    let n = g.lse.meta.num_elements();
-    let (count, cube_dim) = grid(&x.q, n);
-    let dtype = dtype_to_storage_type(x.q.dtype);
-    let (dim, f) = (x.dim(), x.flags);
-    dkv_kernel::launch(
-        &x.q.client.clone(),
-        count,
-        cube_dim,
-        qt.into_tensor_arg(),
-        x.k.into_tensor_arg(),
-        x.v.into_tensor_arg(),
-        x.bias.into_tensor_arg(),
-        x.table.into_tensor_arg(),
-        x.scal.into_tensor_arg(),
-        g.dout.into_tensor_arg(),
-        g.lse.into_tensor_arg(),
-        g.delta.into_tensor_arg(),
-        dk.clone().into_tensor_arg(),
-        dv.clone().into_tensor_arg(),
-        dim,
-        f.has_bias,
-        f.mapped,
-        f.interleaved,
-        f.hyperbolic,
-        f.scaled,
-        dtype,
-    );
-    (dk, dv)
-}
-
-/// `[b, h, s]`: the logit gradient summed over each diagonal (distance Δ = 0..s). Only for
-/// unmapped attention (a bias-class encoding has no rotary map).
-pub fn backward_bias(x: Inputs, g: Grads) -> CubeTensor {
-    assert!(!x.flags.mapped, "distance biases come without in-kernel maps");
-    let db = output(&x.q, rows(&x.q));
-    let n = db.meta.num_elements();
-    let (count, cube_dim) = grid(&x.q, n);
-    let dtype = dtype_to_storage_type(x.q.dtype);
-    let dim = x.dim();
-    dbias_kernel::launch(
-        &x.q.client.clone(),
-        count,
-        cube_dim,
-        x.q.into_tensor_arg(),
-        x.k.into_tensor_arg(),
-        x.v.into_tensor_arg(),
-        x.bias.into_tensor_arg(),
-        g.dout.into_tensor_arg(),
-        g.lse.into_tensor_arg(),
-        g.delta.into_tensor_arg(),
-        db.clone().into_tensor_arg(),
-        dim,
-        dtype,
-    );
-    db
 }

@@ -16,11 +16,17 @@
 //!
 //! Not fused yet (the reference path runs, in query blocks): FIRE, whose bias depends on the
 //! query position too. [`supports`] says which.
+//!
+//! Known limitation (speed, not results): one thread per query (or key) row streaming K and V
+//! from global memory, no shared-memory tiles and no matrix units; the bias gradient is a third
+//! O(L²·d) pass. A FlashAttention-2 tiling is the next step on real GPUs (backends.md).
 
 #[cfg(feature = "cube")]
 mod backend;
 #[cfg(feature = "cube")]
 mod kernel;
+#[cfg(feature = "cube")]
+mod launch;
 
 use burn::prelude::*;
 
@@ -67,7 +73,7 @@ pub fn encoded(
     table: Option<Tensor<2>>,
 ) -> Option<Tensor<4>> {
     let device = q.device();
-    if !available(&device) || !supports(enc) {
+    if !available(&device) || !supports(enc) || q.dtype() != burn::tensor::DType::F32 {
         return None;
     }
     let seq = q.dims()[2];
@@ -95,15 +101,21 @@ pub fn encoded(
 fn growing(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, r: &RotaryEncoding, context_len: usize) -> Tensor<4> {
     use crate::rotary::{Layout, fused};
     let device = q.device();
-    let tile = r.query_block_seen().expect("a growing map").max(1);
     let (table, scal) = fused::map_tensors(r, context_len, &device);
-    let t = Tensor::<1>::from_data(TensorData::new(vec![tile as f32], [1]), &device);
+    let spec = r.spec();
+    let hyperbolic = matches!(spec.map, crate::rotary::PairMap::Hyperbolic { .. });
+    // HoPE-Hyp: the kernels derive T from θ' on the device (it is learnt); xPos: T is fixed.
+    let third = match hyperbolic {
+        true => spec.theta.iter().cloned().fold(0.0, f64::max),
+        false => r.query_block_seen().expect("a growing map").max(1) as f64,
+    };
+    let t = Tensor::<1>::from_data(TensorData::new(vec![third as f32], [1]), &device);
     let spec = r.spec();
     let flags = backend::Flags {
         has_bias: false,
         mapped: true,
         interleaved: spec.layout == Layout::Interleaved,
-        hyperbolic: matches!(spec.map, crate::rotary::PairMap::Hyperbolic { .. }),
+        hyperbolic,
         scaled: spec.xpos.is_some(),
     };
     launch(q, k, v, None, table, Tensor::cat(vec![scal, t], 0), flags).0
@@ -152,6 +164,13 @@ fn launch(
     use backend::AttentionBackend;
     use burn::backend::Dispatch;
     assert!(available(&q.device()), "fused attention needs a CubeCL device");
+    let [_, heads, seq, _] = q.dims();
+    assert!(q.dims() == k.dims() && q.dims() == v.dims(), "q, k, v: one shape [batch, heads, seq, head_dim]");
+    assert!(q.dtype() == burn::tensor::DType::F32, "fused attention runs in f32");
+    if let Some(b) = &bias {
+        let [bh, blen] = b.dims();
+        assert!(bh == heads && blen >= seq, "bias table: [heads = {heads}, ≥ {seq}], got [{bh}, {blen}]");
+    }
     let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
     let (out, lse) = Dispatch::attention_forward(
         q.into_dispatch(),

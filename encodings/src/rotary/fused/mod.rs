@@ -263,17 +263,6 @@ fn launch(
     assert!(starts.len() == 1 || starts.len() == batch, "start offsets: one per sequence or one for all");
     let pos: Vec<f32> = starts.iter().flat_map(|&p0| (0..seq).map(move |s| (p0 + s as i64) as f32)).collect();
     let pos = Tensor::<2>::from_data(TensorData::new(pos, [starts.len(), seq]), &x.device());
-    launch_at(enc, x, pos, side, context_len, transpose)
-}
-
-fn launch_at(
-    enc: &RotaryEncoding,
-    x: Tensor<4>,
-    pos: Tensor<2>,
-    side: Side,
-    context_len: usize,
-    transpose: bool,
-) -> Tensor<4> {
     let spec = enc.spec();
     assert_eq!(x.dims()[3], spec.head_dim, "head_dim of the input differs from the encoding's");
     let (table, scal) = map_tensors(enc, context_len, &x.device());

@@ -67,16 +67,7 @@ fn map_row<F: Float>(
             let fa = f32::cast_from(table[t]);
             let fb = f32::cast_from(table[t + 1]);
             let fc = f32::cast_from(table[t + 2]);
-            let p1 = (p / 4096.0f32).floor();
-            let p0 = p - p1 * 4096.0f32;
-            let q1 = p1 * 4096.0f32;
-            let ta = p0 * fa;
-            let tb = q1 * fa;
-            let tc = p0 * fb;
-            let td = q1 * fb;
-            let turns =
-                (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
-            let angle = (turns - turns.floor()) * 6.283_185_5f32;
+            let angle = crate::rotary::fused::exact_angle(p, fa, fb, fc);
             let mut g = f32::cast_from(scal[1]);
             if scaled {
                 g *= (sigma * p * f32::cast_from(table[t + 3])).exp();

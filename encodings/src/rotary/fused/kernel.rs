@@ -17,6 +17,21 @@ use burn_cubecl::{CubeBackend, kernel::into_contiguous, ops::numeric::empty_devi
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+/// The angle p·θ_i in radians, reduced mod 2π exactly in f32 (see the module doc): `fa, fb, fc`
+/// are the host's split of θ_i/2π. Shared with the attention kernels' in-kernel maps.
+#[cube]
+pub(crate) fn exact_angle(p: f32, fa: f32, fb: f32, fc: f32) -> f32 {
+    let p1 = (p / 4096.0f32).floor();
+    let p0 = p - p1 * 4096.0f32;
+    let q1 = p1 * 4096.0f32;
+    let ta = p0 * fa;
+    let tb = q1 * fa;
+    let tc = p0 * fb;
+    let td = q1 * fb;
+    let turns = (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
+    (turns - turns.floor()) * 6.283_185_5f32
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn rotary_kernel<F: Float>(
@@ -83,15 +98,7 @@ fn rotary_kernel<F: Float>(
         let fa = table[t];
         let fb = table[t + 1];
         let fc = table[t + 2];
-        let p1 = (p / 4096.0f32).floor();
-        let p0 = p - p1 * 4096.0f32;
-        let q1 = p1 * 4096.0f32;
-        let ta = p0 * fa;
-        let tb = q1 * fa;
-        let tc = p0 * fb;
-        let td = q1 * fb;
-        let turns = (ta - ta.floor()) + (tb - tb.floor()) + (tc - tc.floor()) + (td - td.floor()) + p * fc;
-        let angle = (turns - turns.floor()) * 6.283_185_5f32;
+        let angle = exact_angle(p, fa, fb, fc);
         let mut g = scal[1];
         if scaled {
             g *= (sigma * p * table[t + 3]).exp();

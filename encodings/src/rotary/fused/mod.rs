@@ -22,6 +22,7 @@ use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
 pub use kernel::POISON;
+pub(crate) use kernel::exact_angle;
 
 use super::{PairMap, RotaryEncoding, Side};
 

@@ -97,6 +97,12 @@ pub trait PositionalEncoding: Debug + Send + Sync {
         false
     }
 
+    /// Bias class, FIRE: the module, whose MLP the fused kernel evaluates per score (its bias
+    /// depends on the query position too, so no distance table holds it).
+    fn fire(&self) -> Option<&crate::bias::fire::Fire> {
+        None
+    }
+
     /// Embedding class: `[positions, d_model]` added to the token embeddings.
     fn position_embedding(&self, _positions: Range<usize>, _device: &Device) -> Option<Tensor<2>> {
         None

@@ -30,7 +30,7 @@ fn fused_and_reference_training_agree() {
     let items: Vec<Vec<u32>> = (0..4).map(|i| windows.get(i).unwrap()).collect();
     let cpu = Device::flex().autodiff();
     let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
-    for kind in ["rope", "hope-hyp", "nope", "alibi", "t5", "kerple"] {
+    for kind in ["rope", "hope-hyp", "nope", "alibi", "t5", "kerple", "fire"] {
         let mut c: ModelConfig =
             toml::from_str("d_model = 24\nn_layers = 2\nn_heads = 2\nmax_seq_len = 24").unwrap();
         c.encoding = EncodingConfig::default_for(kind).unwrap();

@@ -24,6 +24,12 @@ fn row_spec(q: &TensorSpec) -> TensorSpec {
     TensorSpec::new(Shape::new([s[0], s[1], s[2]]), q.dtype)
 }
 
+/// `[batch, heads, seq, P]`: the rows' parameter-gradient shares ([`Flags::params_per_row`]).
+fn param_spec(q: &TensorSpec, flags: &Flags) -> TensorSpec {
+    let s = &q.shape;
+    TensorSpec::new(Shape::new([s[0], s[1], s[2], flags.params_per_row()]), q.dtype)
+}
+
 /// Every kernel reads the same six tensors (see [`kernel::Inputs`]); the backward ones also
 /// the output gradient, the log-sum-exp and δ.
 #[backend_extension(Cube, Fusion, Autodiff)]
@@ -41,8 +47,8 @@ pub trait AttentionBackend: Backend {
         flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// dQ and the rows' shares of dL/dθ'.
-    #[fusion(meta = |q, _k, _v, _b, _t, _s, _do, _l, _d, _f| (q.clone(), row_spec(q)))]
+    /// dQ and the rows' shares of the parameter gradient (dθ', or FIRE's rows).
+    #[fusion(meta = |q, _k, _v, _b, _t, _s, _do, _l, _d, f| (q.clone(), param_spec(q, f)))]
     #[allow(clippy::too_many_arguments)]
     fn attention_backward_q(
         q: FloatTensor<Self>,
@@ -187,14 +193,21 @@ impl<B: AttentionBackend> Backward<B, 5> for AttentionBackward {
                 )
             };
         }
-        if node_q.is_some() || (node_scal.is_some() && flags.hyperbolic) {
-            let (dq, dtp) = call!(B::attention_backward_q);
+        let fire = flags.fire > 0;
+        if node_q.is_some() || (node_scal.is_some() && flags.hyperbolic) || (node_bias.is_some() && fire) {
+            let (dq, dparam) = call!(B::attention_backward_q);
             if let Some(node) = node_q {
                 grads.register::<B>(node.id, dq);
             }
+            if let (Some(node), true) = (&node_bias, fire) {
+                // [b, h, s, P] row shares → FIRE's rows [h, P]
+                let [h, p] = [shape[1], flags.params_per_row()];
+                let g = B::float_sum_dim(B::float_sum_dim(dparam.clone(), 0), 2);
+                grads.register::<B>(node.id, B::float_reshape(g, Shape::new([h, p])));
+            }
             if let (Some(node), true) = (node_scal, flags.hyperbolic) {
                 // [θ', factor, T]: only θ' is a parameter
-                let total = B::float_reshape(B::float_sum(dtp), Shape::new([1]));
+                let total = B::float_reshape(B::float_sum(dparam), Shape::new([1]));
                 let zeros =
                     B::float_mul_scalar(B::float_cat(vec![total.clone(), total.clone()], 0), 0.0.into());
                 grads.register::<B>(node.id, B::float_cat(vec![total, zeros], 0));

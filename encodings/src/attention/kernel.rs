@@ -93,6 +93,117 @@ fn dot<F: Float>(a: &Array<f32>, x: &Tensor<F>, o: usize, #[comptime] dim: usize
     s
 }
 
+/// FIRE's MLP at input `x` for the head row starting at `o` of `fire: [heads, 3W + 3]`
+/// (`[w1 (W), b1 (W), w2_h (W), b2_h, c, L_thr]`): `b2 + Σ_k w2_k · relu(w1_k x + b1_k)`.
+#[cube]
+fn fire_mlp<F: Float>(fire: &Tensor<F>, o: usize, x: f32, #[comptime] width: usize) -> f32 {
+    let mut y = f32::cast_from(fire[o + 3 * width]);
+    for k in 0..width {
+        let a = f32::cast_from(fire[o + k]) * x + f32::cast_from(fire[o + width + k]);
+        if a > 0.0 {
+            y += f32::cast_from(fire[o + 2 * width + k]) * a;
+        }
+    }
+    y
+}
+
+/// FIRE's normaliser for a query at absolute position `pos`: ψ(max(pos, L_thr)) + ε,
+/// ψ(y) = ln(|c|·y + 1) (y ≥ 0).
+#[cube]
+fn fire_norm<F: Float>(fire: &Tensor<F>, o: usize, pos: f32, #[comptime] width: usize) -> f32 {
+    let c = f32::cast_from(fire[o + 3 * width + 1]).abs();
+    let thr = f32::cast_from(fire[o + 3 * width + 2]);
+    let mut m = pos;
+    if thr > pos {
+        m = thr;
+    }
+    (c * m + 1.0).ln() + 1.0e-6f32
+}
+
+/// FIRE's logit bias at distance `d` for a row with normaliser `norm`.
+#[cube]
+fn fire_bias<F: Float>(fire: &Tensor<F>, o: usize, d: f32, norm: f32, #[comptime] width: usize) -> f32 {
+    let c = f32::cast_from(fire[o + 3 * width + 1]).abs();
+    fire_mlp::<F>(fire, o, (c * d + 1.0).ln() / norm, width)
+}
+
+/// Adds one score's share (logit gradient `ds` at distance `d`) to FIRE's row gradient
+/// `g = [w1 (W), b1 (W), w2_h (W), b2_h, A, B]`, with A = Σ g_x·∂ψ(d)/∂c and B = Σ g_x·ψ(d)
+/// (g_x: the gradient to the MLP input), which [`fire_row_grad`] turns into dc and dL_thr.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fire_grad<F: Float>(
+    fire: &Tensor<F>,
+    o: usize,
+    d: f32,
+    norm: f32,
+    ds: f32,
+    g: &mut Array<f32>,
+    #[comptime] width: usize,
+) {
+    let cr = f32::cast_from(fire[o + 3 * width + 1]);
+    let c = cr.abs();
+    let psi = (c * d + 1.0).ln();
+    let x = psi / norm;
+    let mut gx = 0.0f32;
+    for k in 0..width {
+        let w1 = f32::cast_from(fire[o + k]);
+        let a = w1 * x + f32::cast_from(fire[o + width + k]);
+        if a > 0.0 {
+            let ga = ds * f32::cast_from(fire[o + 2 * width + k]);
+            g[2 * width + k] += ds * a;
+            g[k] += ga * x;
+            g[width + k] += ga;
+            gx += ga * w1;
+        }
+    }
+    g[3 * width] += ds;
+    g[3 * width + 1] += gx * d * sign(cr) / (c * d + 1.0);
+    g[3 * width + 2] += gx * psi;
+}
+
+/// Turns the row sums A, B of [`fire_grad`] into dc and dL_thr: x = ψ(d)/N with
+/// N = ψ(M) + ε, M = max(pos, L_thr), so ∂x/∂c = ψ'_c(d)/N − ψ(d)·ψ'_c(M)/N² and
+/// ∂x/∂L_thr = −ψ(d)·ψ'(M)/N² where L_thr > pos (Burn's `max_pair` routes ties to pos).
+#[cube]
+fn fire_row_grad<F: Float>(
+    fire: &Tensor<F>,
+    o: usize,
+    pos: f32,
+    norm: f32,
+    g: &mut Array<f32>,
+    #[comptime] width: usize,
+) {
+    let cr = f32::cast_from(fire[o + 3 * width + 1]);
+    let c = cr.abs();
+    let thr = f32::cast_from(fire[o + 3 * width + 2]);
+    let mut m = pos;
+    if thr > pos {
+        m = thr;
+    }
+    let (a, b) = (g[3 * width + 1], g[3 * width + 2]);
+    let n2 = norm * norm;
+    g[3 * width + 1] = a / norm - b * m * sign(cr) / ((c * m + 1.0) * n2);
+    let mut gt = 0.0f32;
+    if thr > pos {
+        gt = -b * c / ((c * m + 1.0) * n2);
+    }
+    g[3 * width + 2] = gt;
+}
+
+/// sign(x) with sign(0) = 0 (Burn's `abs` gradient).
+#[cube]
+fn sign(x: f32) -> f32 {
+    let mut s = 0.0f32;
+    if x > 0.0f32 {
+        s = 1.0f32;
+    }
+    if x < 0.0f32 {
+        s = -1.0f32;
+    }
+    s
+}
+
 /// Tile length T of the growing maps: HoPE-Hyp's from the current θ' on the device,
 /// ⌊40 / (θ' + max θ_i)⌋ with `scal[2]` = max θ_i (so a learnt θ' never leaves a stale T, and
 /// factors stay within e^±40); xPos's fixed T in `scal[2]`; the whole sequence otherwise.
@@ -170,6 +281,7 @@ pub(super) fn forward_kernel<F: Float>(
     #[comptime] interleaved: bool,
     #[comptime] hyperbolic: bool,
     #[comptime] scaled: bool,
+    #[comptime] fire: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
@@ -182,6 +294,7 @@ pub(super) fn forward_kernel<F: Float>(
     let h = bh % q.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let fo = h * blen; // FIRE: this head's row of `bias`
     let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
@@ -190,6 +303,11 @@ pub(super) fn forward_kernel<F: Float>(
         raw[c] = f32::cast_from(q[row * dim + c]);
         qr[c] = raw[c];
         acc[c] = 0.0f32;
+    }
+    // FIRE: the row's normaliser (`scal[0]`: the first token's absolute position)
+    let mut norm = 1.0f32;
+    if comptime!(fire > 0) {
+        norm = fire_norm::<F>(bias, fo, f32::cast_from(scal[0]) + f32::cast_from(i), fire);
     }
     let mut m = f32::new(-3.0e38);
     let mut l = 0.0f32;
@@ -220,6 +338,9 @@ pub(super) fn forward_kernel<F: Float>(
             let mut s = dot::<F>(&qr, kt, ko, dim);
             if has_bias {
                 s += f32::cast_from(bias[h * blen + i - j]);
+            }
+            if comptime!(fire > 0) {
+                s += fire_bias::<F>(bias, fo, f32::cast_from(i - j), norm, fire);
             }
             if s > m {
                 let corr = (m - s).exp();
@@ -256,13 +377,14 @@ pub(super) fn dq_kernel<F: Float>(
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     dq: &mut Tensor<F>,
-    dtp: &mut Tensor<F>,
+    dparam: &mut Tensor<F>,
     #[comptime] dim: usize,
     #[comptime] has_bias: bool,
     #[comptime] mapped: bool,
     #[comptime] interleaved: bool,
     #[comptime] hyperbolic: bool,
     #[comptime] scaled: bool,
+    #[comptime] fire: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
@@ -275,6 +397,7 @@ pub(super) fn dq_kernel<F: Float>(
     let h = bh % q.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let fo = h * blen; // FIRE: this head's row of `bias`
     let rotated = 2 * table.shape(0);
     let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
@@ -291,8 +414,18 @@ pub(super) fn dq_kernel<F: Float>(
     }
     let li = f32::cast_from(lse[row]);
     let di = f32::cast_from(delta[row]);
+    // FIRE: the row's normaliser (`scal[0]`: the first token's absolute position)
+    let mut norm = 1.0f32;
+    if comptime!(fire > 0) {
+        norm = fire_norm::<F>(bias, fo, f32::cast_from(scal[0]) + f32::cast_from(i), fire);
+    }
     // d logit/dθ' = −Δ · (rotated part of the logit) for HoPE-Hyp's damping
     let mut g_tp = 0.0f32;
+    // FIRE's row gradient (see `fire_grad`)
+    let mut gfire = Array::<f32>::new(comptime!(3 * fire + 3));
+    for c in 0..comptime!(3 * fire + 3) {
+        gfire[c] = 0.0f32;
+    }
     for t in 0..i / tile + 1 {
         let j0 = t * tile;
         if mapped {
@@ -323,8 +456,14 @@ pub(super) fn dq_kernel<F: Float>(
             if has_bias {
                 s += f32::cast_from(bias[h * blen + i - j]);
             }
+            if comptime!(fire > 0) {
+                s += fire_bias::<F>(bias, fo, f32::cast_from(i - j), norm, fire);
+            }
             let p = (s - li).exp();
             let ds = p * (dot::<F>(&dor, v, ko, dim) - di);
+            if comptime!(fire > 0) {
+                fire_grad::<F>(bias, fo, f32::cast_from(i - j), norm, ds, &mut gfire, fire);
+            }
             if mapped {
                 if hyperbolic {
                     let mut srot = 0.0f32;
@@ -365,7 +504,16 @@ pub(super) fn dq_kernel<F: Float>(
     for c in 0..dim {
         dq[row * dim + c] = F::cast_from(acc[c]);
     }
-    dtp[row] = F::cast_from(g_tp);
+    if comptime!(fire > 0) {
+        let pos = f32::cast_from(scal[0]) + f32::cast_from(i);
+        fire_row_grad::<F>(bias, fo, pos, norm, &mut gfire, fire);
+        let np = comptime!(3 * fire + 3);
+        for c in 0..np {
+            dparam[row * np + c] = F::cast_from(gfire[c]);
+        }
+    } else {
+        dparam[row] = F::cast_from(g_tp);
+    }
 }
 
 #[cube(launch)]
@@ -388,6 +536,7 @@ pub(super) fn dkv_kernel<F: Float>(
     #[comptime] interleaved: bool,
     #[comptime] hyperbolic: bool,
     #[comptime] scaled: bool,
+    #[comptime] fire: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let row = ABSOLUTE_POS;
@@ -400,6 +549,7 @@ pub(super) fn dkv_kernel<F: Float>(
     let h = bh % qt.shape(1);
     let base = bh * seq * dim;
     let blen = bias.shape(1);
+    let fo = h * blen; // FIRE: this head's row of `bias`
     let tile = tile_len::<F>(scal, seq, mapped, hyperbolic);
     let mut raw = Array::<f32>::new(dim);
     let mut kr = Array::<f32>::new(dim);
@@ -438,6 +588,11 @@ pub(super) fn dkv_kernel<F: Float>(
             let mut s = dot::<F>(&kr, qt, qo, dim);
             if has_bias {
                 s += f32::cast_from(bias[h * blen + i - j]);
+            }
+            if comptime!(fire > 0) {
+                let pos = f32::cast_from(scal[0]) + f32::cast_from(i);
+                let norm = fire_norm::<F>(bias, fo, pos, fire);
+                s += fire_bias::<F>(bias, fo, f32::cast_from(i - j), norm, fire);
             }
             let qi = bh * seq + i;
             let p = (s - f32::cast_from(lse[qi])).exp();

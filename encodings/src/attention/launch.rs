@@ -46,6 +46,16 @@ pub struct Flags {
     pub hyperbolic: bool,
     /// xPos's per-pair scale on top of the rotation.
     pub scaled: bool,
+    /// FIRE's MLP width W when `bias` holds FIRE's per-head rows `[heads, 3W + 3]` (see
+    /// `kernel::fire_mlp`) and `scal[0]` the first token's position; 0 otherwise.
+    pub fire: usize,
+}
+
+impl Flags {
+    /// Values per row of dQ's parameter output: FIRE's row gradient, else HoPE-Hyp's dθ'.
+    pub fn params_per_row(&self) -> usize {
+        if self.fire > 0 { 3 * self.fire + 3 } else { 1 }
+    }
 }
 
 /// The kernels' inputs, contiguous. `table`: the rotary kernel's per-pair table; `scal`:
@@ -124,6 +134,7 @@ pub fn forward(x: Inputs) -> (CubeTensor, CubeTensor) {
         f.interleaved,
         f.hyperbolic,
         f.scaled,
+        f.fire,
         dtype,
     );
     (out, lse)
@@ -144,11 +155,13 @@ impl Grads {
     }
 }
 
-/// dQ and, per row, the row's share of dL/dθ' (`[b, h, s]`; zero unless hyperbolic).
+/// dQ and, per row, the row's share of the parameter gradient, `[b, h, s, P]`
+/// ([`Flags::params_per_row`]): FIRE's row gradient, or dL/dθ' (zero unless hyperbolic).
 pub fn backward_q(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
     let kt = x.tiled(&x.k, true);
     let dq = output(&x.q, x.q.meta.shape().clone());
-    let dtp = output(&x.q, rows(&x.q));
+    let s = x.q.meta.shape();
+    let dparam = output(&x.q, Shape::new([s[0], s[1], s[2], x.flags.params_per_row()]));
     let n = g.lse.meta.num_elements();
     let (count, cube_dim) = grid(&x.q, n);
     let dtype = dtype_to_storage_type(x.q.dtype);
@@ -167,16 +180,17 @@ pub fn backward_q(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
         g.lse.into_tensor_arg(),
         g.delta.into_tensor_arg(),
         dq.clone().into_tensor_arg(),
-        dtp.clone().into_tensor_arg(),
+        dparam.clone().into_tensor_arg(),
         dim,
         f.has_bias,
         f.mapped,
         f.interleaved,
         f.hyperbolic,
         f.scaled,
+        f.fire,
         dtype,
     );
-    (dq, dtp)
+    (dq, dparam)
 }
 
 pub fn backward_kv(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
@@ -208,6 +222,7 @@ pub fn backward_kv(x: Inputs, g: Grads) -> (CubeTensor, CubeTensor) {
         f.interleaved,
         f.hyperbolic,
         f.scaled,
+        f.fire,
         dtype,
     );
     (dk, dv)

@@ -14,8 +14,9 @@
 //!   its backward returns the logit gradient summed per distance, so the gradient reaches T5's
 //!   table and KERPLE's r1, r2 through ordinary autodiff of the table.
 //!
-//! Not fused yet (the reference path runs, in query blocks): FIRE, whose bias depends on the
-//! query position too. [`supports`] says which.
+//! - FIRE, whose bias depends on the query position too: the kernel evaluates its MLP per score
+//!   from per-head rows of its weights ([`crate::bias::fire::Fire::kernel_rows`]) and returns
+//!   their gradient, summed per row in the dQ pass (MLP weights, c and the threshold).
 //!
 //! Known limitation (speed, not results): one thread per query (or key) row streaming K and V
 //! from global memory, no shared-memory tiles and no matrix units; the bias gradient is a third
@@ -39,7 +40,7 @@ pub fn supports(enc: &dyn PositionalEncoding) -> bool {
     match enc.class() {
         EncodingClass::Embedding => true,
         EncodingClass::Rotary => enc.rotary().is_some(),
-        EncodingClass::Bias => enc.bias_by_distance(),
+        EncodingClass::Bias => enc.bias_by_distance() || enc.fire().is_some(),
     }
 }
 
@@ -85,10 +86,20 @@ pub fn encoded(
             let (q, k) = r.apply_qk(q, k, &[start], &[start], start + seq);
             Some(causal(q, k, v, None))
         }
-        None => {
-            let table = table.or_else(|| distance_bias(enc, seq, &device));
-            Some(causal(q, k, v, table))
-        }
+        None => match enc.fire() {
+            #[cfg(feature = "cube")]
+            Some(fire) => {
+                let scal = [start as f32, 1.0, 1.0];
+                let scal = Tensor::<1>::from_data(TensorData::new(scal.to_vec(), [3]), &device);
+                let one = Tensor::<2>::ones([1, 1], &device);
+                let flags = backend::Flags { fire: fire.width(), ..Default::default() };
+                Some(launch(q, k, v, Some(fire.kernel_rows()), one, scal, flags).0)
+            }
+            _ => {
+                let table = table.or_else(|| distance_bias(enc, seq, &device));
+                Some(causal(q, k, v, table))
+            }
+        },
     }
 }
 
@@ -117,6 +128,7 @@ fn growing(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, r: &RotaryEncoding, context
         interleaved: spec.layout == Layout::Interleaved,
         hyperbolic,
         scaled: spec.xpos.is_some(),
+        fire: 0,
     };
     launch(q, k, v, None, table, Tensor::cat(vec![scal, t], 0), flags).0
 }
@@ -167,9 +179,12 @@ fn launch(
     let [_, heads, seq, _] = q.dims();
     assert!(q.dims() == k.dims() && q.dims() == v.dims(), "q, k, v: one shape [batch, heads, seq, head_dim]");
     assert!(q.dtype() == burn::tensor::DType::F32, "fused attention runs in f32");
-    if let Some(b) = &bias {
+    if let (Some(b), true) = (&bias, flags.has_bias) {
         let [bh, blen] = b.dims();
         assert!(bh == heads && blen >= seq, "bias table: [heads = {heads}, ≥ {seq}], got [{bh}, {blen}]");
+    }
+    if let (Some(b), true) = (&bias, flags.fire > 0) {
+        assert!(b.dims() == [heads, flags.params_per_row()], "FIRE rows: [heads, 3W + 3]");
     }
     let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
     let (out, lse) = Dispatch::attention_forward(

@@ -97,6 +97,25 @@ impl Fire {
     pub fn c(&self) -> Tensor<1> {
         self.c.val()
     }
+
+    /// The MLP's hidden width W.
+    pub fn width(&self) -> usize {
+        self.fc1.weight.dims()[1]
+    }
+
+    /// Everything the fused kernel needs, one row per head, differentiable:
+    /// `[heads, 3W + 3]` = `[w1 (W), b1 (W), w2_h (W), b2_h, c, L_thr]`.
+    pub fn kernel_rows(&self) -> Tensor<2> {
+        let (h, w) = (self.ctx.n_heads, self.width());
+        let device = self.c.val().device();
+        let b1 = self.fc1.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([w], &device));
+        let b2 = self.fc2.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([h], &device));
+        let shared = Tensor::cat(vec![self.fc1.weight.val(), b1.reshape([1, w])], 1).expand([h, 2 * w]);
+        let threshold = self.threshold_multiplier.val().mul_scalar(self.init_threshold).abs();
+        let scalars = Tensor::cat(vec![self.c.val(), threshold], 0).reshape([1, 2]).expand([h, 2]);
+        // fc2.weight: [W, heads]
+        Tensor::cat(vec![shared, self.fc2.weight.val().transpose(), b2.reshape([h, 1]), scalars], 1)
+    }
 }
 
 impl PositionalEncoding for Fire {
@@ -121,6 +140,10 @@ impl PositionalEncoding for Fire {
         let x = (psi(dist) / normaliser).reshape([q, k, 1]);
         let y = self.fc2.forward(relu(self.fc1.forward(x))); // [q, k, heads]
         Some(y.permute([2, 0, 1]))
+    }
+
+    fn fire(&self) -> Option<&Fire> {
+        Some(self)
     }
 
     fn inspect(&self, distances: &[usize], device: &Device) -> Inspection {

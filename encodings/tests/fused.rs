@@ -143,3 +143,28 @@ fn fused_handles_non_contiguous_inputs() {
         host(reference::apply(&re, xc, &[4], Side::Key, 8)).iter().map(|&v| v as f64).collect();
     assert_close(&got, &want, 2e-5, "strided");
 }
+
+/// The sinusoidal table from the angle kernel (what wgpu runs) against sin/cos of p·b^(−2i/d) in
+/// f64, at odd widths, near 0 and at 1e6, NaN-poisoned outputs.
+#[test]
+fn fused_sinusoidal_table_matches_the_closed_form() {
+    fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (d, base) in [(10usize, 10_000.0f64), (66, 500.0)] {
+        let ctx = EncodingContext::new(d, 1, None);
+        let toml = format!("kind = \"sinusoidal\"\nbase = {base:?}");
+        let enc = build(&toml, &ctx, &gpu());
+        for range in [0..333usize, 1_000_000..1_000_007] {
+            let got = host(enc.as_dyn().position_embedding(range.clone(), &gpu()).expect("a table"));
+            let want: Vec<f64> = range
+                .clone()
+                .flat_map(|p| {
+                    (0..d / 2).flat_map(move |i| {
+                        let a = p as f64 * base.powf(-2.0 * i as f64 / d as f64);
+                        [a.sin(), a.cos()]
+                    })
+                })
+                .collect();
+            assert_close(&got, &want, 1e-5, &format!("d={d} positions {range:?}"));
+        }
+    }
+}

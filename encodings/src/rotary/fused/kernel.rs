@@ -155,6 +155,60 @@ pub fn launch_scale(x: CubeTensor) -> CubeTensor {
     out
 }
 
+/// The sinusoidal table: `out[p, 2i] = sin(pos_p·ω_i)`, `out[p, 2i + 1] = cos(pos_p·ω_i)`, the
+/// angle exact as the rotary maps' (`table: [pairs, 4]`, the split of ω_i/2π; `pos: [n]`).
+#[cube(launch)]
+fn sinusoidal_kernel<F: Float>(
+    table: &Tensor<F>,
+    pos: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    let idx = ABSOLUTE_POS;
+    if idx >= out.len() {
+        terminate!();
+    }
+    let d = out.shape(1);
+    let c = idx % d;
+    let t = (c / 2) * 4;
+    let p = f32::cast_from(pos[idx / d]);
+    let angle =
+        exact_angle(p, f32::cast_from(table[t]), f32::cast_from(table[t + 1]), f32::cast_from(table[t + 2]));
+    if c % 2 == 0 {
+        out[idx] = F::cast_from(angle.sin());
+    } else {
+        out[idx] = F::cast_from(angle.cos());
+    }
+}
+
+/// `[n, 2·pairs]` from `table: [pairs, 4]` and `pos: [n]` ([`sinusoidal_kernel`]).
+pub fn launch_sinusoidal(table: CubeTensor, pos: CubeTensor) -> CubeTensor {
+    use burn::backend::ops::FloatTensorOps;
+    let (table, pos) = (into_contiguous(table), into_contiguous(pos));
+    let shape = Shape::new([pos.meta.shape()[0], 2 * table.meta.shape()[0]]);
+    let mut out = empty_device_dtype(table.client.clone(), table.device.clone(), shape, table.dtype);
+    if POISON.load(std::sync::atomic::Ordering::Relaxed) {
+        out = into_contiguous(<CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(
+            out,
+            f32::NAN.into(),
+        ));
+    }
+    let n = out.meta.num_elements();
+    let cube_dim = CubeDim::new(&table.client, n);
+    let cube_count = calculate_cube_count_elemwise(&table.client, n, cube_dim);
+    let dtype = dtype_to_storage_type(table.dtype);
+    sinusoidal_kernel::launch(
+        &out.client,
+        cube_count,
+        cube_dim,
+        table.into_tensor_arg(),
+        pos.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dtype,
+    );
+    out
+}
+
 /// Whether outputs are NaN-filled before the launch (tests: an unwritten element then fails).
 pub static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -15,6 +15,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension};
 use burn::prelude::*;
@@ -47,6 +48,11 @@ pub trait RotaryBackend: Backend {
     /// more such pass).
     #[fusion(dtype = x, shape = x)]
     fn elementwise_floor(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The sinusoidal position table `[positions, 2·pairs]` from the angle split `table` and
+    /// `pos: [positions]`; a constant (no backward).
+    #[fusion(meta = |table, pos| TensorSpec::new(Shape::new([pos.shape[0], 2 * table.shape[0]]), table.dtype))]
+    fn sinusoidal_table(table: FloatTensor<Self>, pos: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl RotaryBackend for CubeBackend {
@@ -67,6 +73,10 @@ impl RotaryBackend for CubeBackend {
     fn elementwise_floor(x: FloatTensor<Self>) -> FloatTensor<Self> {
         kernel::launch_scale(x)
     }
+
+    fn sinusoidal_table(table: FloatTensor<Self>, pos: FloatTensor<Self>) -> FloatTensor<Self> {
+        kernel::launch_sinusoidal(table, pos)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +91,10 @@ struct Flags {
 impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
     fn elementwise_floor(_x: FloatTensor<Self>) -> FloatTensor<Self> {
         panic!("elementwise_floor is a benchmark primitive without a backward: call it outside autodiff")
+    }
+
+    fn sinusoidal_table(table: FloatTensor<Self>, pos: FloatTensor<Self>) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::sinusoidal_table(table.into_primitive(), pos.into_primitive()))
     }
 
     fn rotary_map(
@@ -187,6 +201,24 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
 /// [`RotaryBackend::elementwise_floor`] on a tensor (benchmarks; CubeCL devices, no autodiff).
 pub fn elementwise_floor(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(Dispatch::elementwise_floor(x.into_dispatch()))
+}
+
+/// The sinusoidal table `[positions, 2·ω.len()]` (`sin, cos` of p·ω_i interleaved) through the
+/// kernel, angles exact in f32 up to position 2²⁴; `omega` in radians per position.
+pub fn sinusoidal_table(omega: &[f64], positions: std::ops::Range<usize>, device: &Device) -> Tensor<2> {
+    let table: Vec<f32> = omega
+        .iter()
+        .flat_map(|&w| {
+            let f = w / (2.0 * std::f64::consts::PI);
+            let (fa, fb) = (top12(f), top12(f - top12(f)));
+            [fa as f32, fb as f32, (f - fa - fb) as f32, 0.0]
+        })
+        .collect();
+    let n = positions.len();
+    let pos: Vec<f32> = positions.map(|p| p as f32).collect();
+    let table = Tensor::<2>::from_data(TensorData::new(table, [omega.len(), 4]), device);
+    let pos = Tensor::<1>::from_data(TensorData::new(pos, [n]), device);
+    Tensor::from_dispatch(Dispatch::sinusoidal_table(table.into_dispatch(), pos.into_dispatch()))
 }
 
 /// Whether `device` runs CubeCL kernels (directly or under autodiff).

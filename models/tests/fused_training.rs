@@ -53,3 +53,64 @@ fn fused_and_reference_training_agree() {
         assert!(a[2] < a[0] - 0.1, "{kind}: training moves ({a:?})");
     }
 }
+
+/// Sets every float parameter to seeded uniform values in [−1, 1): strong attention, so the
+/// logits depend on every score (a freshly initialised model's barely do).
+struct Randomise(u64);
+
+impl burn::module::ModuleMapper for Randomise {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        self.0 += 1;
+        let mut rng = pezoo_models::corpus::SplitMix(self.0);
+        param.map(|t| {
+            let (shape, device) = (t.shape(), t.device());
+            let v: Vec<f32> = (0..shape.num_elements())
+                .map(|_| (rng.below(1 << 20) as f32 / (1 << 19) as f32) - 1.0)
+                .collect();
+            Tensor::from_data(TensorData::new(v, shape), &device)
+        })
+    }
+}
+
+/// What `zoo eval` relies on at long lengths: for every encoding that extrapolates, the same
+/// weights give the same logits and loss on wgpu (fused attention) and flex (reference) at 16×
+/// the training length (the kernel's tiles, HoPE-Hyp's re-centring and FIRE's normaliser all
+/// past their 1× range).
+#[test]
+fn fused_and_reference_agree_at_16x_the_training_length() {
+    use burn::module::Module;
+    let (cpu, gpu) = (Device::flex(), Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+    let (train_len, s) = (24usize, 16 * 24);
+    let mut rng = pezoo_models::corpus::SplitMix(9);
+    let tokens: Vec<i64> = (0..2 * (s + 1)).map(|_| rng.below(256) as i64).collect();
+    for &kind in EncodingConfig::KINDS {
+        let mut c: ModelConfig =
+            toml::from_str(&format!("d_model = 24\nn_layers = 2\nn_heads = 2\nmax_seq_len = {train_len}"))
+                .unwrap();
+        c.encoding = EncodingConfig::default_for(kind).unwrap();
+        cpu.seed(5);
+        let model = Lm::new(&c, &cpu).unwrap().map(&mut Randomise(0));
+        if model.check_len(0, s).is_err() {
+            continue; // a learned table has no position 16× out
+        }
+        let run = |m: &Lm, dev: &Device| {
+            let t = |o: usize| {
+                let v: Vec<i64> =
+                    (0..2).flat_map(|b| tokens[b * (s + 1) + o..b * (s + 1) + o + s].to_vec()).collect();
+                Tensor::<2, Int>::from_data(TensorData::new(v, [2, s]), dev)
+            };
+            let (loss, logits) = m.loss(t(0), t(1));
+            (loss.into_scalar::<f32>(), logits.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+        };
+        let on_gpu = model.clone().fork(&gpu);
+        assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused kernel");
+        let ((lr, xr), (lf, xf)) = (run(&model, &cpu), run(&on_gpu, &gpu));
+        let scale = xr.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let err = xr.iter().zip(&xf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 1e-3 * scale, "{kind}: logits differ by {err} (scale {scale})");
+        assert!((lr - lf).abs() <= 1e-4 * lr, "{kind}: loss reference {lr} vs fused {lf}");
+    }
+}

@@ -32,53 +32,62 @@ fn map_row<F: Float>(
 ) {
     let pairs = table.shape(0);
     let sigma = if key_side { -1.0f32 } else { 1.0f32 };
-    for c in 2 * pairs..dim {
-        out[c] = x[c];
-    }
-    for slot in 0..pairs {
-        let mut c1 = slot;
-        let mut c2 = slot + pairs;
-        if interleaved {
-            c1 = 2 * slot;
-            c2 = 2 * slot + 1;
+    // Loops over channels and pairs are unrolled (bounds comptime): lavapipe caps the loop
+    // iterations of one invocation at 65535 in all, so only the loops over keys may run long.
+    #[unroll]
+    for c in 0..dim {
+        if c >= 2 * pairs {
+            out[c] = x[c];
         }
-        let t = slot * 4;
-        let x1 = x[c1];
-        let x2 = x[c2];
-        if hyperbolic {
-            let theta = f32::cast_from(table[t]);
-            let tp = f32::cast_from(scal[0]);
-            let ep = (-sigma * p * (tp - theta)).exp();
-            let em = (-sigma * p * (tp + theta)).exp();
-            // In the boost's orthonormal eigenbasis H = [[1, 1], [1, −1]]/√2 the map is
-            // diag(e_+, e_−): rows are stored in that basis (M = D·H), so a dot product of two
-            // mapped rows multiplies each eigen-part by its own factor and never adds a part
-            // scaled by e^40 to one scaled by e^−40 (f32 would lose the small one). Mᵀ = H·D.
-            if transpose {
-                let u = x1 * ep;
-                let v = x2 * em;
-                out[c1] = (u + v) * 0.707_106_77f32;
-                out[c2] = (u - v) * 0.707_106_77f32;
+    }
+    #[unroll]
+    for slot in 0..comptime!(dim / 2) {
+        if slot < pairs {
+            let slot = slot.runtime();
+            let mut c1 = slot;
+            let mut c2 = slot + pairs;
+            if interleaved {
+                c1 = 2 * slot;
+                c2 = 2 * slot + 1;
+            }
+            let t = slot * 4;
+            let x1 = x[c1];
+            let x2 = x[c2];
+            if hyperbolic {
+                let theta = f32::cast_from(table[t]);
+                let tp = f32::cast_from(scal[0]);
+                let ep = (-sigma * p * (tp - theta)).exp();
+                let em = (-sigma * p * (tp + theta)).exp();
+                // In the boost's orthonormal eigenbasis H = [[1, 1], [1, −1]]/√2 the map is
+                // diag(e_+, e_−): rows are stored in that basis (M = D·H), so a dot product of two
+                // mapped rows multiplies each eigen-part by its own factor and never adds a part
+                // scaled by e^40 to one scaled by e^−40 (f32 would lose the small one). Mᵀ = H·D.
+                if transpose {
+                    let u = x1 * ep;
+                    let v = x2 * em;
+                    out[c1] = (u + v) * 0.707_106_77f32;
+                    out[c2] = (u - v) * 0.707_106_77f32;
+                } else {
+                    out[c1] = (x1 + x2) * ep * 0.707_106_77f32;
+                    out[c2] = (x1 - x2) * em * 0.707_106_77f32;
+                }
             } else {
-                out[c1] = (x1 + x2) * ep * 0.707_106_77f32;
-                out[c2] = (x1 - x2) * em * 0.707_106_77f32;
+                let fa = f32::cast_from(table[t]);
+                let fb = f32::cast_from(table[t + 1]);
+                let fc = f32::cast_from(table[t + 2]);
+                let angle = crate::rotary::fused::exact_angle(p, fa, fb, fc);
+                let mut g = f32::cast_from(scal[1]);
+                if scaled {
+                    g *= (sigma * p * f32::cast_from(table[t + 3])).exp();
+                }
+                let cs = angle.cos() * g;
+                let mut sn = angle.sin() * g;
+                if transpose {
+                    sn = -sn;
+                }
+                out[c1] = cs * x1 - sn * x2;
+                out[c2] = sn * x1 + cs * x2;
             }
-        } else {
-            let fa = f32::cast_from(table[t]);
-            let fb = f32::cast_from(table[t + 1]);
-            let fc = f32::cast_from(table[t + 2]);
-            let angle = crate::rotary::fused::exact_angle(p, fa, fb, fc);
-            let mut g = f32::cast_from(scal[1]);
-            if scaled {
-                g *= (sigma * p * f32::cast_from(table[t + 3])).exp();
-            }
-            let cs = angle.cos() * g;
-            let mut sn = angle.sin() * g;
-            if transpose {
-                sn = -sn;
-            }
-            out[c1] = cs * x1 - sn * x2;
-            out[c2] = sn * x1 + cs * x2;
         }
     }
 }
@@ -87,6 +96,7 @@ fn map_row<F: Float>(
 #[cube]
 fn dot<F: Float>(a: &Array<f32>, x: &Tensor<F>, o: usize, #[comptime] dim: usize) -> f32 {
     let mut s = 0.0f32;
+    #[unroll]
     for c in 0..dim {
         s += a[c] * f32::cast_from(x[o + c]);
     }
@@ -98,6 +108,7 @@ fn dot<F: Float>(a: &Array<f32>, x: &Tensor<F>, o: usize, #[comptime] dim: usize
 #[cube]
 fn fire_mlp<F: Float>(fire: &Tensor<F>, o: usize, x: f32, #[comptime] width: usize) -> f32 {
     let mut y = f32::cast_from(fire[o + 3 * width]);
+    #[unroll]
     for k in 0..width {
         let a = f32::cast_from(fire[o + k]) * x + f32::cast_from(fire[o + width + k]);
         if a > 0.0 {
@@ -146,6 +157,7 @@ fn fire_grad<F: Float>(
     let psi = (c * d + 1.0).ln();
     let x = psi / norm;
     let mut gx = 0.0f32;
+    #[unroll]
     for k in 0..width {
         let w1 = f32::cast_from(fire[o + k]);
         let a = w1 * x + f32::cast_from(fire[o + width + k]);
@@ -255,10 +267,12 @@ pub(super) fn tile_map_kernel<F: Float>(
     let p = f32::cast_from((row % seq) % tile);
     let mut raw = Array::<f32>::new(dim);
     let mut mapped = Array::<f32>::new(dim);
+    #[unroll]
     for c in 0..dim {
         raw[c] = f32::cast_from(x[row * dim + c]);
     }
     map_row::<F>(&raw, &mut mapped, table, scal, p, dim, key_side, false, interleaved, hyperbolic, scaled);
+    #[unroll]
     for c in 0..dim {
         out[row * dim + c] = F::cast_from(mapped[c]);
     }
@@ -299,6 +313,7 @@ pub(super) fn forward_kernel<F: Float>(
     let mut raw = Array::<f32>::new(dim);
     let mut qr = Array::<f32>::new(dim);
     let mut acc = Array::<f32>::new(dim);
+    #[unroll]
     for c in 0..dim {
         raw[c] = f32::cast_from(q[row * dim + c]);
         qr[c] = raw[c];
@@ -345,6 +360,7 @@ pub(super) fn forward_kernel<F: Float>(
             if s > m {
                 let corr = (m - s).exp();
                 l *= corr;
+                #[unroll]
                 for c in 0..dim {
                     acc[c] *= corr;
                 }
@@ -352,12 +368,14 @@ pub(super) fn forward_kernel<F: Float>(
             }
             let p = (s - m).exp();
             l += p;
+            #[unroll]
             for c in 0..dim {
                 acc[c] += p * f32::cast_from(v[ko + c]);
             }
         }
     }
     let inv = 1.0f32 / l;
+    #[unroll]
     for c in 0..dim {
         out[row * dim + c] = F::cast_from(acc[c] * inv);
     }
@@ -406,6 +424,7 @@ pub(super) fn dq_kernel<F: Float>(
     let mut acc = Array::<f32>::new(dim);
     let mut dqt = Array::<f32>::new(dim);
     let mut back = Array::<f32>::new(dim);
+    #[unroll]
     for c in 0..dim {
         raw[c] = f32::cast_from(q[row * dim + c]);
         qr[c] = raw[c];
@@ -423,6 +442,7 @@ pub(super) fn dq_kernel<F: Float>(
     let mut g_tp = 0.0f32;
     // FIRE's row gradient (see `fire_grad`)
     let mut gfire = Array::<f32>::new(comptime!(3 * fire + 3));
+    #[unroll]
     for c in 0..comptime!(3 * fire + 3) {
         gfire[c] = 0.0f32;
     }
@@ -442,6 +462,7 @@ pub(super) fn dq_kernel<F: Float>(
                 hyperbolic,
                 scaled,
             );
+            #[unroll]
             for c in 0..dim {
                 dqt[c] = 0.0f32;
             }
@@ -467,15 +488,20 @@ pub(super) fn dq_kernel<F: Float>(
             if mapped {
                 if hyperbolic {
                     let mut srot = 0.0f32;
-                    for c in 0..rotated {
-                        srot += qr[c] * f32::cast_from(kt[ko + c]);
+                    #[unroll]
+                    for c in 0..dim {
+                        if c < rotated {
+                            srot += qr[c] * f32::cast_from(kt[ko + c]);
+                        }
                     }
                     g_tp -= ds * f32::cast_from(i - j) * srot;
                 }
+                #[unroll]
                 for c in 0..dim {
                     dqt[c] += ds * f32::cast_from(kt[ko + c]);
                 }
             } else {
+                #[unroll]
                 for c in 0..dim {
                     acc[c] += ds * f32::cast_from(kt[ko + c]);
                 }
@@ -496,11 +522,13 @@ pub(super) fn dq_kernel<F: Float>(
                 hyperbolic,
                 scaled,
             );
+            #[unroll]
             for c in 0..dim {
                 acc[c] += back[c];
             }
         }
     }
+    #[unroll]
     for c in 0..dim {
         dq[row * dim + c] = F::cast_from(acc[c]);
     }
@@ -508,6 +536,7 @@ pub(super) fn dq_kernel<F: Float>(
         let pos = f32::cast_from(scal[0]) + f32::cast_from(i);
         fire_row_grad::<F>(bias, fo, pos, norm, &mut gfire, fire);
         let np = comptime!(3 * fire + 3);
+        #[unroll]
         for c in 0..np {
             dparam[row * np + c] = F::cast_from(gfire[c]);
         }
@@ -558,6 +587,7 @@ pub(super) fn dkv_kernel<F: Float>(
     let mut dkt = Array::<f32>::new(dim);
     let mut back = Array::<f32>::new(dim);
     let mut dvr = Array::<f32>::new(dim);
+    #[unroll]
     for c in 0..dim {
         raw[c] = f32::cast_from(k[row * dim + c]);
         kr[c] = raw[c];
@@ -571,6 +601,7 @@ pub(super) fn dkv_kernel<F: Float>(
             // re-centred on the query tile's first position: queries at i − i0, this key at j − i0
             let p = f32::cast_from(j) - f32::cast_from(i0);
             map_row::<F>(&raw, &mut kr, table, scal, p, dim, true, false, interleaved, hyperbolic, scaled);
+            #[unroll]
             for c in 0..dim {
                 dkt[c] = 0.0f32;
             }
@@ -597,14 +628,17 @@ pub(super) fn dkv_kernel<F: Float>(
             let qi = bh * seq + i;
             let p = (s - f32::cast_from(lse[qi])).exp();
             let ds = p * (dot::<F>(&vr, dout, qo, dim) - f32::cast_from(delta[qi]));
+            #[unroll]
             for c in 0..dim {
                 dvr[c] += p * f32::cast_from(dout[qo + c]);
             }
             if mapped {
+                #[unroll]
                 for c in 0..dim {
                     dkt[c] += ds * f32::cast_from(qt[qo + c]);
                 }
             } else {
+                #[unroll]
                 for c in 0..dim {
                     dkr[c] += ds * f32::cast_from(qt[qo + c]);
                 }
@@ -613,11 +647,13 @@ pub(super) fn dkv_kernel<F: Float>(
         if mapped {
             let p = f32::cast_from(j) - f32::cast_from(i0);
             map_row::<F>(&dkt, &mut back, table, scal, p, dim, true, true, interleaved, hyperbolic, scaled);
+            #[unroll]
             for c in 0..dim {
                 dkr[c] += back[c];
             }
         }
     }
+    #[unroll]
     for c in 0..dim {
         dk[row * dim + c] = F::cast_from(dkr[c]);
         dv[row * dim + c] = F::cast_from(dvr[c]);
@@ -654,6 +690,7 @@ pub(super) fn dbias_kernel<F: Float>(
         let ko = base + (i - dist) * dim;
         let mut s = b;
         let mut dp = 0.0f32;
+        #[unroll]
         for c in 0..dim {
             s += f32::cast_from(q[qo + c]) * f32::cast_from(k[ko + c]);
             dp += f32::cast_from(dout[qo + c]) * f32::cast_from(v[ko + c]);

@@ -145,7 +145,7 @@ fn fused_handles_non_contiguous_inputs() {
 }
 
 /// The sinusoidal table from the angle kernel (what wgpu runs) against sin/cos of p·b^(−2i/d) in
-/// f64, at odd widths, near 0 and at 1e6, NaN-poisoned outputs.
+/// f64, at odd pair counts, near 0, at 1e6 and just below 2²⁴ (the kernel's range), NaN-poisoned.
 #[test]
 fn fused_sinusoidal_table_matches_the_closed_form() {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -153,7 +153,7 @@ fn fused_sinusoidal_table_matches_the_closed_form() {
         let ctx = EncodingContext::new(d, 1, None);
         let toml = format!("kind = \"sinusoidal\"\nbase = {base:?}");
         let enc = build(&toml, &ctx, &gpu());
-        for range in [0..333usize, 1_000_000..1_000_007] {
+        for range in [0..333usize, 1_000_000..1_000_007, 16_777_200..16_777_216] {
             let got = host(enc.as_dyn().position_embedding(range.clone(), &gpu()).expect("a table"));
             let want: Vec<f64> = range
                 .clone()

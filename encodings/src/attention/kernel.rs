@@ -8,7 +8,8 @@
 //!   dQ: thread i sums `ds_ij k_j`; dK/dV: thread j sums `ds_ij q_i` and `p_ij dO_i`;
 //!   d bias: thread (b, h, Δ) sums `ds_ij` over the diagonal i − j = Δ (bias by distance).
 //!
-//! q arrives scaled (1/√d applied by the caller); `bias: [heads, ≥ seq]` is indexed by distance.
+//! q arrives scaled (1/√d applied by the caller); `bias` is a `[heads, ≥ seq]` table indexed by
+//! distance (`has_bias`) or FIRE's per-head MLP rows (`fire` = its width; see `fire_mlp`).
 
 use cubecl::prelude::*;
 

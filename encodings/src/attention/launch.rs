@@ -58,8 +58,10 @@ impl Flags {
     }
 }
 
-/// The kernels' inputs, contiguous. `table`: the rotary kernel's per-pair table; `scal`:
-/// [θ', attention factor, T or max θ_i] (read only with `flags.mapped`; see `tile_len`).
+/// The kernels' inputs, contiguous. `bias`: a `[heads, ≥ seq]` distance table
+/// (`flags.has_bias`), FIRE's rows `[heads, 3W + 3]` (`flags.fire`), else a placeholder;
+/// `table`: the rotary kernel's per-pair table; `scal`: [θ', attention factor, T or max θ_i]
+/// with `flags.mapped` (see `tile_len`), [first position, 1, 1] with `flags.fire`.
 pub struct Inputs {
     pub q: CubeTensor,
     pub k: CubeTensor,

@@ -183,8 +183,9 @@ fn launch(
         let [bh, blen] = b.dims();
         assert!(bh == heads && blen >= seq, "bias table: [heads = {heads}, ≥ {seq}], got [{bh}, {blen}]");
     }
-    if let (Some(b), true) = (&bias, flags.fire > 0) {
-        assert!(b.dims() == [heads, flags.params_per_row()], "FIRE rows: [heads, 3W + 3]");
+    if flags.fire > 0 {
+        let dims = bias.as_ref().map(|b| b.dims());
+        assert!(dims == Some([heads, flags.params_per_row()]), "FIRE rows: [heads, 3W + 3], got {dims:?}");
     }
     let bias = bias.unwrap_or_else(|| Tensor::ones([1, 1], &q.device()));
     let (out, lse) = Dispatch::attention_forward(

@@ -1,6 +1,6 @@
 //! Sinusoidal absolute encoding (Vaswani et al. 2017): PE(p, 2i) = sin(p·b^(−2i/d)),
 //! PE(p, 2i+1) = cos(…), added to the token embeddings. Angles are formed in f64 on the host,
-//! or by the rotary family's angle kernel on CubeCL devices (exact in f32, as RoPE's).
+//! or by the rotary family's angle kernel on CubeCL devices (reduced mod 2π exactly, as RoPE's).
 //! The paper (§3.4) multiplies the token embeddings by √d_model, i.e. (with their usual
 //! N(0, 1/d) initialisation) content of unit RMS per entry beside position entries in [−1, 1]
 //! (RMS 1/√2). pezoo keeps that ratio at the scale every encoding shares: the model rescales
@@ -76,7 +76,7 @@ impl PositionalEncoding for Sinusoidal {
         let d = self.ctx.d_model;
         #[cfg(feature = "cube")]
         if crate::rotary::fused_available(device) && positions.end <= 1 << 24 {
-            // the angle kernel (exact in f32 to 2²⁴; the host loop below in f64 beyond)
+            // the angle kernel (to 2²⁴; the host loop below in f64 beyond)
             let omega: Vec<f64> = (0..d / 2).map(|i| self.base.powf(-2.0 * i as f64 / d as f64)).collect();
             return Some(crate::rotary::fused::sinusoidal_table(&omega, positions, device));
         }

@@ -204,7 +204,8 @@ pub fn elementwise_floor(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// The sinusoidal table `[positions, 2·ω.len()]` (`sin, cos` of p·ω_i interleaved) through the
-/// kernel, angles exact in f32 up to position 2²⁴; `omega` in radians per position.
+/// kernel (angles reduced mod 2π exactly, accurate to ~1e-6 rad up to position 2²⁴, as the rotary
+/// maps'); `omega` in radians per position.
 pub fn sinusoidal_table(omega: &[f64], positions: std::ops::Range<usize>, device: &Device) -> Tensor<2> {
     let table: Vec<f32> = omega
         .iter()

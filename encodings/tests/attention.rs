@@ -295,7 +295,7 @@ fn a_later_token_changes_no_earlier_output() {
     let g = gpu();
     let (b, h, d) = (1, 3, 12);
     let ctx = EncodingContext::new(d, h, Some(64));
-    // a bias table, FIRE (by query position), and a growing map over several tiles (xPos, T = 63)
+    // a bias table, FIRE (by query position), and a growing map over several tiles (xPos, scale base 2)
     let cases = [
         ("kind = \"t5\"", 33, 20),
         ("kind = \"fire\"", 33, 20),

@@ -391,7 +391,8 @@ fn hope_hyp_defaults_follow_the_training_length() {
     let s = enc.spec();
     assert!((s.theta[0] - 2.0 / 256.0).abs() < 1e-15);
     assert!((enc.theta_prime() - 3.0 / 256.0).abs() < 1e-6);
-    assert!(enc.query_block().unwrap() >= 256 * 8);
+    // the reference's blocks (factors within e^±10) span 2× the training length
+    assert!(enc.query_block().unwrap() >= 256 * 2);
 }
 
 #[test]

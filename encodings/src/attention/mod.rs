@@ -104,7 +104,8 @@ pub fn encoded(
 }
 
 /// A growing map (HoPE-Hyp, xPos) inside the kernel: with tile T = the encoding's safe block,
-/// one side is mapped within its own tile (positions i mod T or j mod T: factors within e^±40)
+/// one side is mapped within its own tile (positions i mod T or j mod T: factors within e^±40 for
+/// HoPE-Hyp, whose T the kernels derive from θ'; xPos takes the reference's block)
 /// and the kernel maps the other side re-centred on the tile it meets (forward, dQ: q
 /// at i − j₀ against keys of the tile starting at j₀; dK/dV: k at j − i₀ against queries of the
 /// tile starting at i₀). Exact — scores depend on m − n only — and finite at any length.

@@ -103,7 +103,7 @@ fn fused_and_reference_agree_at_16x_the_training_length() {
                 Tensor::<2, Int>::from_data(TensorData::new(v, [2, s]), dev)
             };
             let (loss, logits) = m.loss(t(0), t(1));
-            (loss.into_scalar::<f32>(), logits.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+            (loss.into_scalar::<f32>(), logits.into_data().convert::<f32>().try_to_vec::<f32>().unwrap())
         };
         let on_gpu = model.clone().fork(&gpu);
         assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused kernel");

@@ -158,5 +158,5 @@ pub(super) fn root_cause(e: &dyn std::fmt::Display) -> String {
             || l.starts_with("skipped")
             || l.starts_with('(')
     };
-    text.lines().map(str::trim).filter(|l| !skip(l)).last().unwrap_or("unknown").to_string()
+    text.lines().map(str::trim).rev().find(|l| !skip(l)).unwrap_or("unknown").to_string()
 }

@@ -174,10 +174,10 @@ fn sinusoidal_kernel<F: Float>(
     let p = f32::cast_from(pos[idx / d]);
     let angle =
         exact_angle(p, f32::cast_from(table[t]), f32::cast_from(table[t + 1]), f32::cast_from(table[t + 2]));
-    if c % 2 == 0 {
-        out[idx] = F::cast_from(angle.sin());
-    } else {
+    if c % 2 == 1 {
         out[idx] = F::cast_from(angle.cos());
+    } else {
+        out[idx] = F::cast_from(angle.sin());
     }
 }
 

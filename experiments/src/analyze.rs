@@ -117,7 +117,8 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
     }
     let (device, picked) = crate::device::select(&a.device)?;
     let model = crate::eval::load_model(&a.run, &cfg, &device)?;
-    let tokens = Arc::new(token_stream(&crate::train::corpus(&cfg)?.valid));
+    let tok = crate::train::run_tokenizer(&a.run, &cfg)?;
+    let tokens = Arc::new(token_stream(&crate::train::corpus(&cfg)?.valid, &tok));
     println!("analyze {} ({}) on {picked}", a.run.display(), cfg.model.encoding.kind());
     let mut out = Vec::new();
     for &k in &a.lengths {

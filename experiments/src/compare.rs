@@ -35,9 +35,15 @@ pub struct CompareArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Override the preset's data (a file or directory of .txt files).
+    /// Override the preset's data (a file or directory of .txt / .jsonl files, optionally .gz).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Override the preset's tokenizer: bytes | bpe:<vocab> | a path to a tokenizer.json.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Evaluate perplexity on this corpus instead of each run's held-out split.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
 }
 
 /// Everything measured for one (encoding, seed) run.
@@ -106,6 +112,7 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                     config: Some(preset_path.clone()),
                     encoding: Some(enc.clone()),
                     data: a.data.clone(),
+                    tokenizer: a.tokenizer.clone(),
                     steps: None,
                     seed: Some(seed),
                     out: run.clone(),
@@ -115,21 +122,27 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
                 })?;
             }
             let has = |f: &str| finished && run.join(f).exists();
-            if !(has("eval.json") && has("passkey.json") && has("copy.json")) {
-                crate::eval::run(EvalArgs {
-                    run: run.clone(),
-                    lengths: a.lengths.clone(),
-                    tokens: 8192,
-                    rope_scaling: None,
-                    factor: None,
-                    buckets: 16,
-                    query_block: 512,
-                    device: a.device.clone(),
-                    // ≥ 20 prompts per reported cell (per run: 3 depths × 10; copy: 8 per distance)
-                    passkey_trials: 10,
-                    depths: vec![0.0, 0.5, 1.0],
-                    copy_trials: 8,
-                })?;
+            let eval = EvalArgs {
+                run: run.clone(),
+                lengths: a.lengths.clone(),
+                tokens: 8192,
+                data: a.eval_data.clone(),
+                text_field: None,
+                rope_scaling: None,
+                factor: None,
+                buckets: 16,
+                query_block: 512,
+                device: a.device.clone(),
+                // ≥ 20 prompts per reported cell (per run: 3 depths × 10; copy: 8 per distance)
+                passkey_trials: 10,
+                depths: vec![0.0, 0.5, 1.0],
+                copy_trials: 8,
+            };
+            let sfx = crate::eval::output_suffix(&eval);
+            let (eval_json, passkey_json, copy_json) =
+                (format!("eval{sfx}.json"), format!("passkey{sfx}.json"), format!("copy{sfx}.json"));
+            if !(has(&eval_json) && has(&passkey_json) && has(&copy_json)) {
+                crate::eval::run(eval)?;
             }
             if !has("analyze.json") {
                 crate::analyze::run(AnalyzeArgs {
@@ -146,9 +159,9 @@ pub fn run(a: CompareArgs) -> Result<PathBuf> {
             runs.push(RunResults {
                 encoding: enc.clone(),
                 seed,
-                eval: serde_json::from_str(&read("eval.json")?)?,
-                passkey: serde_json::from_str(&read("passkey.json")?)?,
-                copy: serde_json::from_str(&read("copy.json")?)?,
+                eval: serde_json::from_str(&read(&eval_json)?)?,
+                passkey: serde_json::from_str(&read(&passkey_json)?)?,
+                copy: serde_json::from_str(&read(&copy_json)?)?,
                 analyze: serde_json::from_str(&read("analyze.json")?)?,
                 tokens_per_s: tokens_per_s(&run),
             });

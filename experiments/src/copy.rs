@@ -1,33 +1,44 @@
 //! The copy task in the corpus's own format: `copy: <10 letters>.` then, `distance` tokens after
-//! the span starts, `again: ` — the model must reproduce the span (scored by teacher forcing, see
+//! the span starts, `again:` — the model must reproduce ` <span>` (scored by teacher forcing, see
 //! [`crate::retrieval`]). Accuracy vs the span's distance, at a given prompt length.
 
 use burn::prelude::*;
 use pezoo_models::corpus::SplitMix;
-use pezoo_models::{ByteTokenizer, Lm};
+use pezoo_models::{Lm, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::retrieval::{Probe, filler, score};
 
 /// Letters in the span (as in the training corpus).
 pub const SPAN: usize = 10;
-/// Shortest distance: `span.\n` + `again: ` with no filler between.
-pub const MIN_DISTANCE: usize = SPAN + 2 + 7;
 
-/// A prompt that, followed by its span, fills exactly `len` tokens; the span's first letter sits
-/// `distance` tokens before the answer's first letter. `None` if it does not fit.
-pub fn copy_prompt(rng: &mut SplitMix, len: usize, distance: usize) -> Option<Probe> {
-    let tok = ByteTokenizer;
-    if distance < MIN_DISTANCE {
-        return None;
-    }
-    let pre = len.checked_sub(SPAN + distance + 6)?; // 6 = "copy: "
+/// A prompt that, followed by its span, fills exactly `len` tokens. The line `copy: <span>.` is
+/// stated, filler follows, then `again:`; the answer is ` <span>` (tokenised as in the corpus's
+/// `again: <span>.`), whose first token sits `distance` tokens after the span's first token in
+/// the stated line. `None` if it does not fit or `distance` is shorter than the line's tail
+/// plus `again:`.
+pub fn copy_prompt(rng: &mut SplitMix, len: usize, distance: usize, tok: &Tokenizer) -> Option<Probe> {
     let span: String = (0..SPAN).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
-    let mut prompt = filler(rng, pre);
-    prompt.extend(tok.encode(&format!("copy: {span}.\n")));
-    prompt.extend(filler(rng, distance - MIN_DISTANCE));
-    prompt.extend(tok.encode("again: "));
-    Some(Probe { prompt, answer: tok.encode(&span) })
+    let (head, body, tail) = (tok.encode("copy:"), tok.encode(&format!(" {span}")), tok.encode(".\n"));
+    let question = tok.encode("again:");
+    let gap = distance.checked_sub(body.len() + tail.len() + question.len())?;
+    let pre = len.checked_sub(head.len() + distance + body.len())?;
+    let mut prompt = filler(rng, pre, tok);
+    prompt.extend(head.iter().chain(&body).chain(&tail));
+    prompt.extend(filler(rng, gap, tok));
+    prompt.extend(question);
+    Some(Probe { prompt, answer: body })
+}
+
+/// Distances for a prompt of `len` tokens: powers of two from 32, and the longest that fits a
+/// span of up to `SPAN + 1` tokens (every letter and the space its own token).
+pub fn distances(len: usize, tok: &Tokenizer) -> Vec<usize> {
+    let max = len.saturating_sub(tok.encode("copy:").len() + SPAN + 1);
+    let mut d: Vec<usize> = (5..).map(|k| 1usize << k).take_while(|&d| d < max).collect();
+    if max >= 32 {
+        d.push(max);
+    }
+    d
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,23 +48,14 @@ pub struct CopyCell {
     pub trials: usize,
     /// Fraction of spans reproduced exactly.
     pub accuracy: f64,
-    /// Fraction of letters predicted given the correct prefix.
+    /// Fraction of the span's tokens predicted given the correct prefix.
     pub token_accuracy: f64,
-}
-
-/// Distances for a prompt of `len` tokens: powers of two from 32, and the longest that fits.
-pub fn distances(len: usize) -> Vec<usize> {
-    let max = len.saturating_sub(SPAN + 6);
-    let mut d: Vec<usize> = (5..).map(|k| 1usize << k).take_while(|&d| d < max).collect();
-    if max >= MIN_DISTANCE {
-        d.push(max);
-    }
-    d
 }
 
 /// Accuracy per (length, distance), `trials` spans each.
 pub fn copy_grid(
     model: &Lm,
+    tok: &Tokenizer,
     lengths: &[usize],
     trials: usize,
     seed: u64,
@@ -62,12 +64,12 @@ pub fn copy_grid(
 ) -> Vec<CopyCell> {
     let mut cells = Vec::new();
     for &length in lengths {
-        let ds = distances(length);
+        let ds = distances(length, tok);
         let probes: Vec<Vec<Probe>> = ds
             .iter()
             .map(|&d| {
                 let mut rng = SplitMix(seed ^ 0xC0FF << 40 ^ (length as u64) << 20 ^ d as u64);
-                (0..trials).filter_map(|_| copy_prompt(&mut rng, length, d)).collect()
+                (0..trials).filter_map(|_| copy_prompt(&mut rng, length, d, tok)).collect()
             })
             .collect();
         let flat: Vec<Probe> = probes.iter().flatten().cloned().collect();
@@ -93,21 +95,26 @@ mod tests {
 
     #[test]
     fn copy_prompt_places_the_span_at_the_distance() {
-        let tok = ByteTokenizer;
-        for (len, d) in [(64usize, 19usize), (128, 32), (128, 112), (1000, 512)] {
-            let p = copy_prompt(&mut SplitMix(d as u64), len, d).unwrap();
-            assert_eq!(p.prompt.len() + p.answer.len(), len);
-            let span = tok.decode(&p.answer);
-            assert!(span.len() == SPAN && span.bytes().all(|b| b.is_ascii_lowercase()), "{span}");
-            let text = tok.decode(&p.prompt);
-            let at = text.find(&format!("copy: {span}.\n")).expect("the span is stated") + 6;
-            assert_eq!(p.prompt.len() - at, d, "distance from the span to the answer");
-            assert!(text.ends_with("\nagain: ") || text == format!("copy: {span}.\nagain: "), "{text}");
-            assert_eq!(text.matches("copy:").count(), 1);
+        for tok in [Tokenizer::Bytes, crate::testing::small_bpe()] {
+            for (len, d) in [(64usize, 19usize), (128, 32), (128, 112), (1000, 512)] {
+                let p = copy_prompt(&mut SplitMix(d as u64), len, d, &tok).unwrap();
+                assert_eq!(p.prompt.len() + p.answer.len(), len);
+                let span = tok.decode(&p.answer);
+                let letters = span.strip_prefix(' ').expect("the answer starts with its space");
+                assert!(letters.len() == SPAN && letters.bytes().all(|b| b.is_ascii_lowercase()), "{span}");
+                let text = tok.decode(&p.prompt);
+                assert!(text.contains(&format!("copy:{span}.\n")), "the span is stated: {text}");
+                // the span's tokens appear in the prompt exactly `d` tokens before the answer
+                let at = p.prompt.len() - d;
+                assert_eq!(&p.prompt[at..at + p.answer.len()], &p.answer[..], "distance");
+                assert!(text.ends_with("\nagain:") || text == format!("copy:{span}.\nagain:"), "{text}");
+                assert_eq!(text.matches("copy:").count(), 1);
+            }
         }
-        assert!(copy_prompt(&mut SplitMix(0), 100, 18).is_none(), "below the minimum distance");
-        assert!(copy_prompt(&mut SplitMix(0), 100, 85).is_none(), "does not fit");
-        assert!(copy_prompt(&mut SplitMix(0), 100, 84).is_some(), "just fits");
-        assert_eq!(distances(128), vec![32, 64, 112]);
+        let bytes = Tokenizer::Bytes;
+        assert!(copy_prompt(&mut SplitMix(0), 100, 18, &bytes).is_none(), "below the minimum distance");
+        assert!(copy_prompt(&mut SplitMix(0), 100, 85, &bytes).is_none(), "does not fit");
+        assert!(copy_prompt(&mut SplitMix(0), 100, 84, &bytes).is_some(), "just fits");
+        assert_eq!(distances(128, &bytes), vec![32, 64, 112]);
     }
 }

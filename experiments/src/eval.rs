@@ -1,5 +1,6 @@
-//! `zoo eval`: perplexity vs length on held-out text, with per-position loss curves, from a
-//! training run directory; eval-time RoPE scaling applies to rope models.
+//! `zoo eval`: perplexity and bits per byte vs length on held-out text (or any corpus, `--data`),
+//! with per-position loss curves, from a training run directory, through the run's tokenizer;
+//! eval-time RoPE scaling applies to rope models.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use burn::tensor::activation::log_softmax;
 use clap::Args;
 use pezoo_encodings::EncodingConfig;
 use pezoo_encodings::rotary::scaling::{RopeScaling, RopeType};
-use pezoo_models::{Lm, LmBatcher, SequentialWindows, token_stream};
+use pezoo_models::{Lm, LmBatcher, SequentialWindows, Tokens};
 use serde::{Deserialize, Serialize};
 
 use crate::train::RunConfig;
@@ -27,6 +28,13 @@ pub struct EvalArgs {
     /// Tokens of held-out text per length (windows = tokens / length, at least one).
     #[arg(long, default_value_t = 16_384)]
     pub tokens: usize,
+    /// Evaluate on this corpus (a file or directory of .txt / .jsonl, optionally .gz) instead of
+    /// the run's held-out split; results are saved with the corpus's name as a suffix.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The .jsonl field holding the text (default: the run's data.text_field).
+    #[arg(long)]
+    pub text_field: Option<String>,
     /// Eval-time RoPE scaling for rope models: linear | ntk | dynamic | yarn | llama3.
     #[arg(long)]
     pub rope_scaling: Option<String>,
@@ -59,6 +67,10 @@ pub struct LengthResult {
     pub windows: usize,
     pub loss: f64,
     pub ppl: f64,
+    /// Total loss over the evaluated targets in bits, over the UTF-8 bytes of text they stand
+    /// for: comparable across tokenizers.
+    #[serde(default)]
+    pub bits_per_byte: Option<f64>,
     /// Mean loss per position bucket (bucket i covers positions [i·L/B, (i+1)·L/B)).
     pub per_position: Vec<f64>,
 }
@@ -130,6 +142,48 @@ pub fn load_model(run: &std::path::Path, cfg: &RunConfig, device: &Device) -> Re
     Ok(model)
 }
 
+/// What `zoo eval` appends to its output files' names: `_<corpus>` for `--data`, `_<scaling>`
+/// for `--rope-scaling`.
+pub fn output_suffix(a: &EvalArgs) -> String {
+    let mut s = String::new();
+    if let Some(d) = &a.data {
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = name.split('.').next().unwrap_or_default();
+        let clean: String =
+            stem.chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        s.push('_');
+        s.push_str(&clean);
+    }
+    if let Some(r) = &a.rope_scaling {
+        s.push('_');
+        s.push_str(r);
+    }
+    s
+}
+
+/// The text evaluated: `--data` (all of it; only the held-out split if it is the run's own
+/// training data) or the run's held-out split.
+fn eval_text(a: &EvalArgs, cfg: &RunConfig) -> Result<(String, Vec<String>)> {
+    let Some(path) = &a.data else {
+        return Ok(("held-out split".into(), crate::train::corpus(cfg)?.valid));
+    };
+    let field = a.text_field.as_deref().unwrap_or(&cfg.data.text_field);
+    let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if cfg.data.path.as_deref().and_then(same).is_some_and(|p| Some(p) == same(path)) {
+        println!("--data {} is the run's training data: evaluating its held-out split", path.display());
+        return Ok(("held-out split".into(), crate::train::corpus(cfg)?.valid));
+    }
+    let docs = pezoo_models::corpus::documents(path, field).context("--data")?;
+    Ok((path.display().to_string(), docs))
+}
+
+/// Bits per byte of `n` windows of `len` (+1) tokens from the start of `tokens` whose mean loss
+/// is `loss` nats: Σ nats / Σ bytes of the targets / ln 2.
+pub fn bits_per_byte(tokens: &Tokens, len: usize, n: usize, loss: f64) -> Option<f64> {
+    let bytes: u64 = (0..n).flat_map(|i| &tokens.bytes[i * len + 1..=(i + 1) * len]).map(|&b| b as u64).sum();
+    (bytes > 0).then(|| loss * (len * n) as f64 / bytes as f64 / std::f64::consts::LN_2)
+}
+
 pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
     let mut cfg = load_run(&a.run)?;
     let train_len = cfg.model.max_seq_len;
@@ -149,16 +203,28 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
         rope.rope_scaling = Some(s);
         cfg.model.validate()?;
     }
+    let tok = crate::train::run_tokenizer(&a.run, &cfg)?;
+    let (name, docs) = eval_text(&a, &cfg)?;
+    let text = Tokens::from_docs(&docs, &tok);
+    if text.ids.len() < train_len + 1 {
+        bail!(
+            "{}{name}: {} tokens of text is shorter than one window ({} tokens at the training length)",
+            if a.data.is_some() { "--data " } else { "" },
+            text.ids.len(),
+            train_len + 1
+        );
+    }
     let (device, picked) = crate::device::select(&a.device)?;
     let model = load_model(&a.run, &cfg, &device)?;
-    let corpus = crate::train::corpus(&cfg)?;
-    let tokens = Arc::new(token_stream(&corpus.valid));
+    let tokens = Arc::new(text.ids.clone());
     println!(
-        "eval {} ({}) on {picked}: {} held-out tokens, train length {train_len}",
+        "eval {} ({}) on {picked}: {name}, {} tokens ({} bytes of text), train length {train_len}",
         a.run.display(),
         cfg.model.encoding.kind(),
-        tokens.len()
+        tokens.len(),
+        text.bytes.iter().map(|&b| b as u64).sum::<u64>()
     );
+    let suffix = output_suffix(&a);
     let mut results = Vec::new();
     for &k in &a.lengths {
         let len = k * train_len;
@@ -180,13 +246,20 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
                 per_pos[lo..hi].iter().sum::<f64>() / (hi - lo) as f64
             })
             .collect();
-        println!("{:>4}× {len:>6}: loss {loss:.4}  ppl {:>10.3}  ({n} windows)", k, loss.exp());
+        let bpb = bits_per_byte(&text, len, n, loss);
+        println!(
+            "{:>4}× {len:>6}: loss {loss:.4}  ppl {:>10.3}  bits/byte {:.4}  ({n} windows)",
+            k,
+            loss.exp(),
+            bpb.unwrap_or(f64::NAN)
+        );
         results.push(LengthResult {
             multiple: k,
             length: len,
             windows: n,
             loss,
             ppl: loss.exp(),
+            bits_per_byte: bpb,
             per_position,
         });
     }
@@ -194,6 +267,7 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
         let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
         let cells = crate::passkey::passkey_grid(
             &model,
+            &tok,
             &lens,
             &a.depths,
             a.passkey_trials,
@@ -207,7 +281,6 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
                 cells.iter().filter(|c| c.length == len).map(|c| format!("{:.2}", c.accuracy)).collect();
             println!("{len:>8}  {}", row.join("  "));
         }
-        let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
         let json = serde_json::to_string_pretty(&cells)?;
         crate::train::write_atomic(&a.run.join(format!("passkey{suffix}.json")), json.as_bytes())?;
     }
@@ -215,6 +288,7 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
         let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
         let cells = crate::copy::copy_grid(
             &model,
+            &tok,
             &lens,
             a.copy_trials,
             cfg.train.seed,
@@ -230,17 +304,15 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
                 .collect();
             println!("{len:>8}  {}", row.join("  "));
         }
-        let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
         let json = serde_json::to_string_pretty(&cells)?;
         crate::train::write_atomic(&a.run.join(format!("copy{suffix}.json")), json.as_bytes())?;
     }
-    let suffix = a.rope_scaling.as_deref().map(|s| format!("_{s}")).unwrap_or_default();
     let json = serde_json::to_string_pretty(&results)?;
     crate::train::write_atomic(&a.run.join(format!("eval{suffix}.json")), json.as_bytes())?;
     let mut csv = ::csv::Writer::from_writer(Vec::new());
-    csv.write_record(["multiple", "length", "windows", "loss", "ppl"])?;
+    csv.write_record(["multiple", "length", "windows", "loss", "ppl", "bits_per_byte"])?;
     for r in &results {
-        csv.serialize((r.multiple, r.length, r.windows, r.loss, r.ppl))?;
+        csv.serialize((r.multiple, r.length, r.windows, r.loss, r.ppl, r.bits_per_byte))?;
     }
     let csv = csv.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
     crate::train::write_atomic(&a.run.join(format!("ppl_vs_length{suffix}.csv")), &csv)?;
@@ -259,6 +331,17 @@ mod tests {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             param.map(|t| t.zeros_like())
         }
+    }
+
+    #[test]
+    fn bits_per_byte_counts_the_text_the_targets_stand_for() {
+        // ids a b c d e f g ⟨eos⟩ h i j k ⟨eos⟩; windows of 4 targets: 1..=4, 5..=8, 9..=12
+        let t = Tokens::from_docs(&["abcdefg".into(), "hijk".into()], &pezoo_models::Tokenizer::Bytes);
+        assert_eq!(t.ids.len(), 13);
+        // targets b c d e | f g ⟨eos⟩ h | i j k ⟨eos⟩: 4 + 3 + 3 bytes for 12 targets
+        let want = 2.0 * 12.0 / 10.0 / std::f64::consts::LN_2;
+        assert!((bits_per_byte(&t, 4, 3, 2.0).unwrap() - want).abs() < 1e-12);
+        assert!((bits_per_byte(&t, 4, 1, 2.0).unwrap() - 2.0 / std::f64::consts::LN_2).abs() < 1e-12);
     }
 
     /// A model with zero logits predicts uniformly: loss ln(vocab) at every position, whatever

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod copy;
 pub mod device;
 pub mod eval;
+pub mod generate;
 pub mod inspect;
 pub mod pairs;
 pub mod passkey;
@@ -13,6 +14,22 @@ pub mod plots;
 pub mod report;
 pub mod retrieval;
 pub mod train;
+
+/// Shared test fixtures.
+#[cfg(test)]
+pub(crate) mod testing {
+    use pezoo_models::Tokenizer;
+
+    /// A small byte-level BPE (400 tokens) learned on the synthetic corpus, once per test binary.
+    pub fn small_bpe() -> Tokenizer {
+        static TOK: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+        TOK.get_or_init(|| {
+            let c = pezoo_models::Corpus::synthetic(1, 40, 1000);
+            Tokenizer::learn_bpe(&c.train, 400).expect("learning a small BPE")
+        })
+        .clone()
+    }
+}
 
 thread_local! {
     /// Set while this thread runs inside [`quiet_panics`]; holds the last panic's message.

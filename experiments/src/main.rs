@@ -1,6 +1,6 @@
 //! `zoo`: the pezoo command line.
 
-use pezoo_experiments::{analyze, bench, compare, device, eval, inspect, train};
+use pezoo_experiments::{analyze, bench, compare, device, eval, generate, inspect, train};
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Perplexity vs length (and per-position loss) of a trained run on held-out text.
     Eval(eval::EvalArgs),
+    /// Continue a prompt with a trained run (KV cache; greedy or sampled).
+    Generate(generate::GenerateArgs),
     /// Attention by distance and the U-score (HoPE-HF's analysis) of a trained run.
     Analyze(analyze::AnalyzeArgs),
     /// Train each encoding × seed, evaluate, and write report.md with tables and SVG plots.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a).map(|_| ()),
         Command::Eval(a) => eval::run(a).map(|_| ()),
+        Command::Generate(a) => generate::run(a),
         Command::Analyze(a) => analyze::run(a).map(|_| ()),
         Command::Compare(a) => compare::run(a).map(|_| ()),
         Command::Bench(b) => bench::run(b),

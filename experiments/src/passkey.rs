@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use pezoo_models::corpus::SplitMix;
-use pezoo_models::{ByteTokenizer, Lm};
+use pezoo_models::{Lm, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::retrieval::{Probe, filler, score};
@@ -17,22 +17,22 @@ pub struct Passkey {
     pub key_start: usize,
 }
 
-/// A prompt that, followed by its 4-digit answer, fills exactly `len` tokens (so it fits any
-/// encoding evaluated at `len`), with the fact at relative depth `depth` ∈ [0, 1] of the filler
-/// (0: first, 1: right before the question). Fact and question each start a line.
-pub fn passkey_prompt(rng: &mut SplitMix, len: usize, depth: f64) -> Option<Passkey> {
-    let tok = ByteTokenizer;
+/// A prompt that, followed by its answer (` dddd`: the space and 4 digits, tokenised as in the
+/// corpus's `… is dddd.`), fills exactly `len` tokens (so it fits any encoding evaluated at
+/// `len`), with the fact at relative depth `depth` ∈ [0, 1] of the filler (0: first, 1: right
+/// before the question). Fact and question each start a line.
+pub fn passkey_prompt(rng: &mut SplitMix, len: usize, depth: f64, tok: &Tokenizer) -> Option<Passkey> {
     let names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
     let name = names[rng.below(names.len())];
     let code = 1000 + rng.below(9000);
     let fact = tok.encode(&format!("the code of {name} is {code}.\n"));
-    let question = tok.encode(&format!("recall: the code of {name} is "));
-    let answer = tok.encode(&code.to_string());
+    let question = tok.encode(&format!("recall: the code of {name} is"));
+    let answer = tok.encode(&format!(" {code}"));
     let filler_len = len.checked_sub(fact.len() + question.len() + answer.len())?;
     let key_start = (depth.clamp(0.0, 1.0) * filler_len as f64).round() as usize;
-    let mut prompt = filler(rng, key_start);
+    let mut prompt = filler(rng, key_start, tok);
     prompt.extend(&fact);
-    prompt.extend(filler(rng, filler_len - key_start));
+    prompt.extend(filler(rng, filler_len - key_start, tok));
     prompt.extend(&question);
     Some(Passkey { probe: Probe { prompt, answer }, key_start })
 }
@@ -49,6 +49,7 @@ pub struct PasskeyCell {
 /// Accuracy for each (length, depth): `trials` prompts each, exact match of the 4 digits.
 pub fn passkey_grid(
     model: &Lm,
+    tok: &Tokenizer,
     lengths: &[usize],
     depths: &[f64],
     trials: usize,
@@ -62,7 +63,7 @@ pub fn passkey_grid(
         for &depth in depths {
             let mut rng = SplitMix(seed ^ (length as u64) << 20 ^ (depth * 1000.0) as u64);
             let cell: Vec<Probe> = (0..trials)
-                .filter_map(|_| passkey_prompt(&mut rng, length, depth))
+                .filter_map(|_| passkey_prompt(&mut rng, length, depth, tok))
                 .map(|p| p.probe)
                 .collect();
             probes.push(cell);
@@ -89,26 +90,29 @@ mod tests {
 
     #[test]
     fn prompt_has_the_length_the_fact_at_its_depth_and_the_question_last() {
-        let tok = ByteTokenizer;
-        for (len, depth) in [(200usize, 0.0), (300, 0.5), (512, 1.0), (1000, 0.25)] {
-            let mut rng = SplitMix(len as u64);
-            let p = passkey_prompt(&mut rng, len, depth).unwrap();
-            let (prompt, answer) = (&p.probe.prompt, tok.decode(&p.probe.answer));
-            assert_eq!(prompt.len() + answer.len(), len);
-            assert!(answer.len() == 4 && answer.parse::<u32>().is_ok_and(|c| (1000..10000).contains(&c)));
-            let text = tok.decode(prompt);
-            let at = tok.decode(&prompt[p.key_start..]);
-            assert!(at.starts_with("the code of "), "{at}");
-            let name = at[12..].split(' ').next().unwrap();
-            assert!(at.starts_with(&format!("the code of {name} is {answer}.\n")), "{at}");
-            assert!(p.key_start == 0 || prompt[p.key_start - 1] == b'\n' as u32, "the fact starts a line");
-            assert!(text.ends_with(&format!("\nrecall: the code of {name} is ")));
-            assert_eq!(text.matches("the code of").count(), 2, "one fact, one question");
-            let fact_len = at.find('\n').unwrap() + 1;
-            let question_len = format!("recall: the code of {name} is ").len();
-            let expected = (depth * (len - fact_len - question_len - 4) as f64).round() as usize;
-            assert_eq!(p.key_start, expected, "depth {depth}");
+        for tok in [Tokenizer::Bytes, crate::testing::small_bpe()] {
+            for (len, depth) in [(200usize, 0.0), (300, 0.5), (512, 1.0), (1000, 0.25)] {
+                let mut rng = SplitMix(len as u64);
+                let p = passkey_prompt(&mut rng, len, depth, &tok).unwrap();
+                let (prompt, answer) = (&p.probe.prompt, tok.decode(&p.probe.answer));
+                assert_eq!(prompt.len() + p.probe.answer.len(), len);
+                let code = answer.strip_prefix(' ').expect("the answer starts with its space");
+                assert!(code.len() == 4 && code.parse::<u32>().is_ok_and(|c| (1000..10000).contains(&c)));
+                let text = tok.decode(prompt);
+                let at = tok.decode(&prompt[p.key_start..]);
+                assert!(at.starts_with("the code of "), "{at}");
+                let name = at[12..].split(' ').next().unwrap();
+                assert!(at.starts_with(&format!("the code of {name} is {code}.\n")), "{at}");
+                let before = tok.decode(&prompt[..p.key_start]);
+                assert!(before.is_empty() || before.ends_with('\n'), "the fact starts a line");
+                assert!(text.ends_with(&format!("\nrecall: the code of {name} is")));
+                assert_eq!(text.matches("the code of").count(), 2, "one fact, one question");
+                let fact_len = tok.encode(&format!("the code of {name} is {code}.\n")).len();
+                let question_len = tok.encode(&format!("recall: the code of {name} is")).len();
+                let filler = len - fact_len - question_len - p.probe.answer.len();
+                assert_eq!(p.key_start, (depth * filler as f64).round() as usize, "depth {depth}");
+            }
+            assert!(passkey_prompt(&mut SplitMix(1), 10, 0.5, &tok).is_none(), "too short for the fact");
         }
-        assert!(passkey_prompt(&mut SplitMix(1), 10, 0.5).is_none(), "too short for the fact");
     }
 }

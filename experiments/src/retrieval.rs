@@ -5,18 +5,17 @@
 
 use burn::prelude::*;
 use pezoo_models::corpus::{SplitMix, synthetic_document};
-use pezoo_models::{ByteTokenizer, Lm};
+use pezoo_models::{Lm, Tokenizer};
 
 /// `n` tokens of filler: synthetic sentences with no facts, copies or questions (no `code`, no
-/// `:`), ending at a line break so that whatever follows starts a line.
-pub fn filler(rng: &mut SplitMix, n: usize) -> Vec<u32> {
-    let tok = ByteTokenizer;
+/// `:`), each line tokenised whole (as the same text would be inside a document), ending at a
+/// line break so that whatever follows starts a line. The first line may be cut.
+pub fn filler(rng: &mut SplitMix, n: usize, tok: &Tokenizer) -> Vec<u32> {
     let mut f = Vec::new();
     while f.len() < n {
         let doc = synthetic_document(rng, 400);
         for line in doc.lines().filter(|l| !l.contains("code") && !l.contains(':')) {
-            f.extend(tok.encode(line));
-            f.push(b'\n' as u32);
+            f.extend(tok.encode(&format!("{line}\n")));
         }
     }
     f.split_off(f.len() - n)
@@ -106,13 +105,14 @@ mod tests {
 
     #[test]
     fn filler_has_the_length_ends_a_line_and_has_no_facts() {
-        let tok = ByteTokenizer;
-        for n in [1usize, 37, 500] {
-            let f = filler(&mut SplitMix(n as u64), n);
-            assert_eq!(f.len(), n);
-            assert_eq!(*f.last().unwrap(), b'\n' as u32);
-            let text = tok.decode(&f);
-            assert!(!text.contains("code") && !text.contains(':'), "{text}");
+        for tok in [Tokenizer::Bytes, crate::testing::small_bpe()] {
+            for n in [1usize, 37, 500] {
+                let f = filler(&mut SplitMix(n as u64), n, &tok);
+                assert_eq!(f.len(), n);
+                let text = tok.decode(&f);
+                assert!(text.ends_with('\n'), "{text:?}");
+                assert!(!text.contains("code") && !text.contains(':'), "{text}");
+            }
         }
     }
 
@@ -128,7 +128,7 @@ mod tests {
         let model = Lm::new(&cfg, &device).unwrap();
         let mut probes = Vec::new();
         for (i, len) in [9usize, 9, 23].into_iter().enumerate() {
-            let prompt = filler(&mut SplitMix(i as u64 + 10), len);
+            let prompt = filler(&mut SplitMix(i as u64 + 10), len, &Tokenizer::Bytes);
             let answer = generate(&model, &prompt, 5, None, &device);
             probes.push(Probe { prompt, answer });
         }

@@ -37,22 +37,38 @@ impl Attention {
 
     /// `x: [batch, seq, d_model]` whose first token sits at absolute position `plan.start`,
     /// attended in the plan's query blocks. With `capture`, also returns the probabilities and
-    /// the un-encoded q and k.
+    /// the un-encoded q and k. With `cache` (generation), `x` holds the `plan.seq − plan.past`
+    /// new tokens; their un-encoded keys and values are appended to the cache, and they attend
+    /// to all of it (encodings are applied afresh at every step, so HoPE-Hyp re-centres).
     pub fn forward(
         &self,
         x: Tensor<3>,
         enc: &dyn PositionalEncoding,
         plan: &PositionPlan,
         capture: bool,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> (Tensor<3>, Option<LayerCapture>) {
-        let [b, s, d] = x.dims();
+        let [b, s_new, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let device = x.device();
-        let qkv = self.qkv.forward(x).reshape([b, s, 3, h, dh]).permute([2, 0, 3, 1, 4]); // [3, b, h, s, dh]
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, s, dh]);
+        let qkv = self.qkv.forward(x).reshape([b, s_new, 3, h, dh]).permute([2, 0, 3, 1, 4]); // [3, b, h, s, dh]
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, s_new, dh]);
         // Scale q (b·s·dh values) rather than the scores (b·s² values).
         let (q_raw, k, v) = (part(0), part(1), part(2));
         let q = q_raw.clone().mul_scalar(1.0 / (dh as f64).sqrt());
+        let (k, v) = match cache {
+            Some(c) => {
+                let (k, v) = match c.take() {
+                    Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
+                    None => (k, v),
+                };
+                *c = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let s = plan.seq; // keys
+        debug_assert_eq!((k.dims()[2], s_new), (s, s - plan.past), "the plan covers the cache");
         let start = plan.start;
         if plan.fused && !capture {
             let y = attention::encoded(q, k, v, enc, start, plan.table.clone())
@@ -65,7 +81,7 @@ impl Attention {
         let mut probs = Vec::new();
         for (i, blk) in plan.blocks.iter().enumerate() {
             let (q0, nq, nk) = (blk.q0, blk.nq, blk.nk);
-            let qc = if nq == s { q.clone() } else { q.clone().narrow(2, q0, nq) };
+            let qc = if nq == s_new { q.clone() } else { q.clone().narrow(2, q0 - plan.past, nq) };
             let (kc, vc) = if nk == s {
                 (k.clone(), v.clone())
             } else {
@@ -91,7 +107,7 @@ impl Attention {
             }
         }
         let y = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(outs, 2) };
-        let y = self.out.forward(y.swap_dims(1, 2).reshape([b, s, d]));
+        let y = self.out.forward(y.swap_dims(1, 2).reshape([b, s_new, d]));
         (y, capture.then(|| LayerCapture { probs: Tensor::cat(probs, 2), q: q_raw, k }))
     }
 }

@@ -8,8 +8,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum DataError {
-    #[error("--data {path}: {message}")]
+    /// A data or tokenizer file that cannot be used.
+    #[error("{path}: {message}")]
     Bad { path: String, message: String },
+    /// A configuration field out of range.
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> DataError {
@@ -111,39 +115,12 @@ impl Corpus {
         Self { name: "synthetic".into(), train, valid }
     }
 
-    /// A UTF-8 file or a directory of `.txt` files. Several documents: the last ~10% (at least
-    /// one, by file name order) are held out. One document: its last 10% is held out.
-    pub fn from_path(path: &Path, min_bytes: usize) -> Result<Self, DataError> {
-        let files: Vec<std::path::PathBuf> = if path.is_dir() {
-            let mut v: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| bad(path, e.to_string()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-                .collect();
-            v.sort();
-            if v.is_empty() {
-                return Err(bad(path, "directory has no .txt files"));
-            }
-            v
-        } else if path.is_file() {
-            vec![path.to_path_buf()]
-        } else {
-            return Err(bad(path, "no such file or directory"));
-        };
-        let mut docs = Vec::new();
-        for f in &files {
-            let bytes = std::fs::read(f).map_err(|e| bad(f, e.to_string()))?;
-            let text = String::from_utf8(bytes).map_err(|e| {
-                bad(f, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
-            })?;
-            if text.contains('\0') {
-                return Err(bad(f, "looks binary (contains NUL bytes)"));
-            }
-            let text = strip_framing(&text);
-            if !text.trim().is_empty() {
-                docs.push(text.to_string());
-            }
-        }
+    /// Text from `path`: a file or a directory of files (sorted by name), each `.txt` (one
+    /// document) or `.jsonl` (one document per line, the string field `text_field`), optionally
+    /// gzip-compressed (`.gz`). Several documents: the last ~10% (at least one) are held out.
+    /// One document: its last 10% is held out.
+    pub fn from_path(path: &Path, min_bytes: usize, text_field: &str) -> Result<Self, DataError> {
+        let mut docs = documents(path, text_field)?;
         let total: usize = docs.iter().map(|d| d.len()).sum();
         if total < min_bytes {
             return Err(bad(path, format!("{total} bytes of text is too short (need ≥ {min_bytes})")));
@@ -161,6 +138,81 @@ impl Corpus {
         let valid = docs.split_off(docs.len() - n_valid);
         Ok(Self { name, train: docs, valid })
     }
+}
+
+/// The kinds of file [`documents`] reads, by name (`.gz` stripped first).
+fn is_data_file(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    name.ends_with(".txt") || name.ends_with(".jsonl")
+}
+
+/// Every non-empty document under `path` (see [`Corpus::from_path`]), in file order.
+pub fn documents(path: &Path, text_field: &str) -> Result<Vec<String>, DataError> {
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| bad(path, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_data_file(p))
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(bad(path, "directory has no .txt, .jsonl, .txt.gz or .jsonl.gz files"));
+        }
+        v
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(bad(path, "no such file or directory"));
+    };
+    let mut docs = Vec::new();
+    for f in &files {
+        let mut bytes = std::fs::read(f).map_err(|e| bad(f, e.to_string()))?;
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = match name.strip_suffix(".gz") {
+            Some(inner) => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                flate2::read::MultiGzDecoder::new(&bytes[..])
+                    .read_to_end(&mut out)
+                    .map_err(|e| bad(f, format!("not a readable gzip file ({e})")))?;
+                bytes = out;
+                inner.to_string()
+            }
+            None => name,
+        };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            bad(f, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+        })?;
+        if text.contains('\0') {
+            return Err(bad(f, "looks binary (contains NUL bytes)"));
+        }
+        if name.ends_with(".jsonl") {
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let at = |m: String| bad(f, format!("line {}: {m}", i + 1));
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| at(format!("not JSON ({e})")))?;
+                match v.get(text_field) {
+                    Some(serde_json::Value::String(t)) if !t.trim().is_empty() => docs.push(t.clone()),
+                    Some(serde_json::Value::String(_)) => {}
+                    _ => {
+                        return Err(at(format!(
+                            "no string field `{text_field}` (data.text_field names the field that holds the text)"
+                        )));
+                    }
+                }
+            }
+        } else {
+            let text = strip_framing(&text);
+            if !text.trim().is_empty() {
+                docs.push(text.to_string());
+            }
+        }
+    }
+    if docs.is_empty() {
+        return Err(bad(path, "holds no text"));
+    }
+    Ok(docs)
 }
 
 /// Strips a UTF-8 BOM and Project Gutenberg's header/footer when present.

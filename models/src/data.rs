@@ -7,17 +7,34 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
 use crate::corpus::SplitMix;
-use crate::tokenizer::{ByteTokenizer, EOS};
+use crate::tokenizer::Tokenizer;
 
-/// Documents tokenised and joined with EOS separators.
-pub fn token_stream(docs: &[String]) -> Vec<u32> {
-    let tok = ByteTokenizer;
-    let mut out = Vec::with_capacity(docs.iter().map(|d| d.len() + 1).sum());
-    for d in docs {
-        out.extend(tok.encode(d));
-        out.push(EOS);
+/// A token stream and the UTF-8 bytes of text each token stands for (0 for separators), so that
+/// a loss over any stretch of it converts to bits per byte.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub bytes: Vec<u32>,
+}
+
+impl Tokens {
+    /// Documents tokenised and joined by the tokenizer's document separator.
+    pub fn from_docs(docs: &[String], tok: &Tokenizer) -> Self {
+        let mut out = Self::default();
+        for d in docs {
+            let (ids, bytes) = tok.encode_with_bytes(d);
+            out.ids.extend(ids);
+            out.bytes.extend(bytes);
+            out.ids.push(tok.eos());
+            out.bytes.push(0);
+        }
+        out
     }
-    out
+}
+
+/// Documents tokenised and joined by the tokenizer's document separator (ids only).
+pub fn token_stream(docs: &[String], tok: &Tokenizer) -> Vec<u32> {
+    Tokens::from_docs(docs, tok).ids
 }
 
 /// Start of window `index` of draw `epoch`: uniform over the `n_starts` possible starts, a pure

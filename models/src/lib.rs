@@ -1,5 +1,5 @@
-//! pezoo-models: a small decoder-only LM whose attention takes any pezoo encoding, its byte
-//! tokenizer, corpora (embedded synthetic default, or text files) and burn-train glue.
+//! pezoo-models: a small decoder-only LM whose attention takes any pezoo encoding, its
+//! tokenizers (bytes, BPE), corpora (embedded synthetic default, or text files) and burn-train glue.
 
 #![forbid(unsafe_code)]
 
@@ -16,9 +16,9 @@ mod train_step;
 pub use attention::LayerCapture;
 pub use config::{MlpKind, ModelConfig, ModelError};
 pub use corpus::{Corpus, DataError};
-pub use data::{LmBatch, LmBatcher, RandomWindows, SequentialWindows, token_stream, window_start};
-pub use lm::{Captured, DECAY_PATTERN, EMBED_STD, Lm};
+pub use data::{LmBatch, LmBatcher, RandomWindows, SequentialWindows, Tokens, token_stream, window_start};
+pub use lm::{Captured, DECAY_PATTERN, EMBED_STD, KvCache, Lm};
 pub use loader::{StepPlan, TrainLoader, expected_coverage};
 pub use plan::{PositionPlan, QueryBlock};
-pub use tokenizer::{BYTE_VOCAB, ByteTokenizer};
+pub use tokenizer::{BYTE_VOCAB, ByteTokenizer, Tokenizer, TokenizerSpec};
 pub use train_step::{LmOutput, clip_grad_norm};

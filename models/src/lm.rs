@@ -75,6 +75,25 @@ pub struct Lm {
     fused_attention: bool,
 }
 
+/// Each layer's un-encoded keys and values `[batch, heads, len, head_dim]` so far, for
+/// [`Lm::forward_cached`]. Positions are implied: the cache holds tokens `0..len`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens seen so far (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Standard deviation of the token embeddings at initialisation (GPT-2's).
 pub const EMBED_STD: f64 = 0.02;
 
@@ -201,14 +220,43 @@ impl Lm {
         let mut captured = Captured::default();
         for (i, blk) in self.blocks.iter().enumerate() {
             let enc = self.layer_encoding(i).as_dyn();
-            let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, capture);
+            let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, capture, None);
             x = x + a;
             x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
             captured.layers.extend(p);
         }
-        let x = self.norm.forward(x);
+        (self.logits(self.norm.forward(x), b, s), captured)
+    }
+
+    /// Generation with a KV cache: `tokens: [batch, new]` continue the `cache.len()` tokens
+    /// already seen (positions `cache.len()..`) → logits `[batch, new, vocab]`; the cache grows
+    /// by `new`. Equal to [`Lm::forward_full`] on the whole sequence, at the new positions.
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>, ModelError> {
+        let [b, s] = tokens.dims();
+        let past = cache.len;
+        self.check_len(0, past + s)?;
+        let device = tokens.device();
+        let enc = self.encoding().as_dyn();
+        let mut x = self.input_embedding(tokens, past);
+        let plan = PositionPlan::continuation(past, s, Some(512), enc, self.encodings.len() == 1, &device);
+        cache.layers.resize(self.blocks.len(), None);
+        for (i, (blk, kv)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let enc = self.layer_encoding(i).as_dyn();
+            let (a, _) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, false, Some(kv));
+            x = x + a;
+            x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
+        }
+        cache.len += s;
+        Ok(self.logits(self.norm.forward(x), b, s))
+    }
+
+    fn logits(&self, x: Tensor<3>, b: usize, s: usize) -> Tensor<3> {
         let d = self.config.d_model;
-        let logits = match &self.head {
+        match &self.head {
             Some(h) => h.forward(x),
             // Tied head as one 2-D matmul: [b·s, d] × [d, vocab].
             None => x.reshape([b * s, d]).matmul(self.embed.weight.val().transpose()).reshape([
@@ -216,8 +264,7 @@ impl Lm {
                 s,
                 self.config.vocab_size,
             ]),
-        };
-        (logits, captured)
+        }
     }
 
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {

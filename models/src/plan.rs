@@ -19,10 +19,12 @@ pub struct QueryBlock {
 
 #[derive(Debug, Clone)]
 pub struct PositionPlan {
-    /// Absolute position of the first token.
+    /// Absolute position of the first key.
     pub start: usize,
-    /// Tokens in the forward.
+    /// Keys in the forward (with a KV cache: cached + new).
     pub seq: usize,
+    /// Keys before the first query (the KV cache's length; 0 without a cache).
+    pub past: usize,
     pub blocks: Vec<QueryBlock>,
     /// Per block: `true` above the diagonal (keys after the query), `[1, 1, nq, nk]`.
     masks: Vec<Tensor<4, Bool>>,
@@ -59,6 +61,7 @@ impl PositionPlan {
             return Self {
                 start,
                 seq,
+                past: 0,
                 blocks: vec![QueryBlock { q0: 0, nq: seq, nk: seq }],
                 masks: Vec::new(),
                 biases: None,
@@ -66,9 +69,37 @@ impl PositionPlan {
                 table: if shared { attention::distance_bias(enc, seq, device) } else { None },
             };
         }
+        Self::reference(start, 0, seq, max_block, enc, shared, device)
+    }
+
+    /// Plans `new` tokens that continue `past` cached ones from position 0 (generation with a
+    /// KV cache): queries `past..past + new` attend to keys `0..past + new`, through the
+    /// reference path (a step's few queries gain nothing from the kernel).
+    pub fn continuation(
+        past: usize,
+        new: usize,
+        max_block: Option<usize>,
+        enc: &dyn PositionalEncoding,
+        shared: bool,
+        device: &Device,
+    ) -> Self {
+        Self::reference(0, past, past + new, max_block, enc, shared, device)
+    }
+
+    /// Query blocks over queries `past..seq`, each against keys `0..q0 + nq`.
+    fn reference(
+        start: usize,
+        past: usize,
+        seq: usize,
+        max_block: Option<usize>,
+        enc: &dyn PositionalEncoding,
+        shared: bool,
+        device: &Device,
+    ) -> Self {
+        let new = seq - past;
         let safe = enc.rotary().and_then(|r| r.query_block());
-        let block = [Some(seq), safe, max_block].into_iter().flatten().min().unwrap_or(seq).max(1);
-        let blocks: Vec<QueryBlock> = (0..seq)
+        let block = [Some(new), safe, max_block].into_iter().flatten().min().unwrap_or(new).max(1);
+        let blocks: Vec<QueryBlock> = (past..seq)
             .step_by(block)
             .map(|q0| {
                 let nq = (seq - q0).min(block);
@@ -79,7 +110,7 @@ impl PositionPlan {
         let biases = shared
             .then(|| blocks.iter().map(|&b| block_bias(enc, start, b, device)).collect())
             .and_then(|v: Vec<Option<Tensor<4>>>| v.into_iter().collect::<Option<Vec<_>>>());
-        Self { start, seq, blocks, masks, biases, fused: false, table: None }
+        Self { start, seq, past, blocks, masks, biases, fused: false, table: None }
     }
 
     pub fn mask(&self, block: usize) -> Tensor<4, Bool> {

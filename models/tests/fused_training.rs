@@ -7,6 +7,9 @@ use burn::prelude::*;
 use pezoo_encodings::EncodingConfig;
 use pezoo_models::{Corpus, Lm, LmBatcher, ModelConfig, RandomWindows, token_stream};
 
+mod common;
+use common::Randomise;
+
 fn losses(model: Lm, items: &[Vec<u32>], dev: &Device) -> Vec<f32> {
     use burn::data::dataloader::batcher::Batcher;
     let mut model = model;
@@ -26,7 +29,12 @@ fn losses(model: Lm, items: &[Vec<u32>], dev: &Device) -> Vec<f32> {
 fn fused_and_reference_training_agree() {
     use burn::data::dataset::Dataset;
     let corpus = Corpus::synthetic(2, 20, 600);
-    let windows = RandomWindows::new(std::sync::Arc::new(token_stream(&corpus.train)), 24, 4, 1);
+    let windows = RandomWindows::new(
+        std::sync::Arc::new(token_stream(&corpus.train, &pezoo_models::Tokenizer::Bytes)),
+        24,
+        4,
+        1,
+    );
     let items: Vec<Vec<u32>> = (0..4).map(|i| windows.get(i).unwrap()).collect();
     let cpu = Device::flex().autodiff();
     let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
@@ -51,27 +59,6 @@ fn fused_and_reference_training_agree() {
             assert!((x - y).abs() < 2e-3 * x.abs(), "{kind} step {s}: reference {x} vs fused {y}");
         }
         assert!(a[2] < a[0] - 0.1, "{kind}: training moves ({a:?})");
-    }
-}
-
-/// Sets every float parameter to seeded uniform values in [−1, 1): strong attention, so the
-/// logits depend on every score (a freshly initialised model's barely do).
-struct Randomise(u64);
-
-impl burn::module::ModuleMapper for Randomise {
-    fn map_float<const D: usize>(
-        &mut self,
-        param: burn::module::Param<Tensor<D>>,
-    ) -> burn::module::Param<Tensor<D>> {
-        self.0 += 1;
-        let mut rng = pezoo_models::corpus::SplitMix(self.0);
-        param.map(|t| {
-            let (shape, device) = (t.shape(), t.device());
-            let v: Vec<f32> = (0..shape.num_elements())
-                .map(|_| (rng.below(1 << 20) as f32 / (1 << 19) as f32) - 1.0)
-                .collect();
-            Tensor::from_data(TensorData::new(v, shape), &device)
-        })
     }
 }
 

@@ -61,7 +61,7 @@ fn every_encoding_is_causal_and_chunked_attention_matches_full() {
 fn a_few_steps_lower_the_loss_for_every_encoding() {
     let dev = Device::flex().autodiff();
     let corpus = Corpus::synthetic(1, 20, 600);
-    let stream = std::sync::Arc::new(token_stream(&corpus.train));
+    let stream = std::sync::Arc::new(token_stream(&corpus.train, &pezoo_models::Tokenizer::Bytes));
     let windows = RandomWindows::new(stream, 16, 8, 5);
     use burn::data::dataloader::batcher::Batcher;
     use burn::data::dataset::Dataset;
@@ -136,24 +136,28 @@ fn text_data_is_cleaned_split_by_document_and_bad_data_is_an_error() {
         );
         std::fs::write(dir.join(format!("{name}.txt")), framed).unwrap();
     }
-    let c = Corpus::from_path(&dir, 100).unwrap();
+    let c = Corpus::from_path(&dir, 100, "text").unwrap();
     assert_eq!((c.train.len(), c.valid.len()), (2, 1));
     assert!(c.valid[0].starts_with("c: It is") && c.train[0].starts_with("a: "), "held-out = last document");
     assert!(
         c.train.iter().all(|d| !d.contains("Gutenberg") && !d.contains('\u{feff}') && !d.contains("license"))
     );
     // one file: its last 10% is held out
-    let one = Corpus::from_path(&dir.join("a.txt"), 100).unwrap();
+    let one = Corpus::from_path(&dir.join("a.txt"), 100, "text").unwrap();
     assert_eq!(one.train.len() + one.valid.len(), 2);
     // errors
     std::fs::write(dir.join("bin.dat"), [0u8, 159, 146, 150]).unwrap();
-    let e = Corpus::from_path(&dir.join("bin.dat"), 10).unwrap_err().to_string();
+    let e = Corpus::from_path(&dir.join("bin.dat"), 10, "text").unwrap_err().to_string();
     assert!(e.contains("not UTF-8") && e.contains("bin.dat"), "{e}");
     std::fs::write(dir.join("short.md"), "tiny").unwrap();
-    assert!(Corpus::from_path(&dir.join("short.md"), 100).unwrap_err().to_string().contains("too short"));
-    assert!(Corpus::from_path(&dir.join("missing"), 10).unwrap_err().to_string().contains("no such file"));
+    assert!(
+        Corpus::from_path(&dir.join("short.md"), 100, "text").unwrap_err().to_string().contains("too short")
+    );
+    assert!(
+        Corpus::from_path(&dir.join("missing"), 10, "text").unwrap_err().to_string().contains("no such file")
+    );
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    assert!(Corpus::from_path(&empty, 10).unwrap_err().to_string().contains("no .txt files"));
+    assert!(Corpus::from_path(&empty, 10, "text").unwrap_err().to_string().contains("no .txt, .jsonl"));
     let _ = std::fs::remove_dir_all(&dir);
 }

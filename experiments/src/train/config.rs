@@ -53,17 +53,39 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A UTF-8 file or a directory of `.txt` files; unset = the embedded synthetic corpus.
+    /// A file or a directory of `.txt` / `.jsonl` files (optionally `.gz`); unset = the
+    /// embedded synthetic corpus.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// `bytes` | `bpe:<vocab>` (learned on the training split, saved as the run's
+    /// `tokenizer.json`) | a path to a Hugging Face `tokenizer.json` (copied into the run).
+    #[serde(skip_serializing_if = "is_bytes")]
+    pub tokenizer: String,
+    /// The string field of each `.jsonl` line that holds a document's text.
+    #[serde(skip_serializing_if = "is_text")]
+    pub text_field: String,
     /// Synthetic corpus: number of documents and bytes per document.
     pub synthetic_docs: usize,
     pub synthetic_doc_len: usize,
 }
 
+// Defaults are not written out, so runs from before these fields resume with the same config.
+fn is_bytes(s: &str) -> bool {
+    s == "bytes"
+}
+fn is_text(s: &str) -> bool {
+    s == "text"
+}
+
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { path: None, synthetic_docs: 300, synthetic_doc_len: 3000 }
+        Self {
+            path: None,
+            tokenizer: "bytes".into(),
+            text_field: "text".into(),
+            synthetic_docs: 300,
+            synthetic_doc_len: 3000,
+        }
     }
 }
 
@@ -156,6 +178,10 @@ impl RunConfig {
             bail!(
                 "data.synthetic_docs ≥ 10 and data.synthetic_doc_len ≥ 200 are required (the validation split is every 10th document)"
             );
+        }
+        pezoo_models::TokenizerSpec::parse(&self.data.tokenizer)?;
+        if self.data.text_field.is_empty() {
+            bail!("data.text_field: empty (allowed: the name of a string field of the .jsonl lines)");
         }
         self.model.validate()?;
         Ok(())

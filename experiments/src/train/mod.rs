@@ -23,7 +23,8 @@ use burn::train::{Learner, SupervisedTraining};
 use clap::Args;
 use pezoo_encodings::EncodingConfig;
 use pezoo_models::{
-    Corpus, Lm, LmBatcher, SequentialWindows, StepPlan, TrainLoader, expected_coverage, token_stream,
+    Corpus, Lm, LmBatcher, SequentialWindows, StepPlan, Tokenizer, TokenizerSpec, TrainLoader,
+    expected_coverage, token_stream,
 };
 
 pub use config::RunConfig;
@@ -36,9 +37,12 @@ pub struct TrainArgs {
     /// Override the model's encoding: a kind (`hope-hf`) or a TOML file.
     #[arg(long)]
     pub encoding: Option<String>,
-    /// Override [data].path: a UTF-8 file or a directory of .txt files.
+    /// Override [data].path: a file or a directory of .txt / .jsonl files (optionally .gz).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Override [data].tokenizer: bytes | bpe:<vocab> | a path to a tokenizer.json.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
     /// Override [train].steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -105,10 +109,17 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     if let Some(s) = args.seed {
         cfg.train.seed = s;
     }
+    if let Some(t) = &args.tokenizer {
+        cfg.data.tokenizer = t.clone();
+    }
     // Data paths are stored absolute, so `zoo eval` from any directory reads the same text.
     // (A relative path is relative to the working directory, as on the command line.)
     if let Some(p) = &cfg.data.path {
         cfg.data.path = Some(std::path::absolute(p).with_context(|| format!("data.path {}", p.display()))?);
+    }
+    if let TokenizerSpec::File(p) = TokenizerSpec::parse(&cfg.data.tokenizer)? {
+        let abs = std::path::absolute(&p).with_context(|| format!("data.tokenizer {}", p.display()))?;
+        cfg.data.tokenizer = abs.display().to_string();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -118,9 +129,49 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
 pub fn corpus(cfg: &RunConfig) -> Result<Corpus> {
     let min = 4 * (cfg.model.max_seq_len + 1);
     Ok(match &cfg.data.path {
-        Some(p) => Corpus::from_path(p, min)?,
+        Some(p) => Corpus::from_path(p, min, &cfg.data.text_field).context("data.path")?,
         None => Corpus::synthetic(cfg.train.seed, cfg.data.synthetic_docs, cfg.data.synthetic_doc_len),
     })
+}
+
+/// A new run's tokenizer: bytes, a BPE learned on the training split, or a `tokenizer.json`.
+/// A resumed run reuses the `tokenizer.json` it saved.
+pub fn new_tokenizer(cfg: &RunConfig, corpus: &Corpus, saved: Option<&Path>) -> Result<Tokenizer> {
+    let spec = TokenizerSpec::parse(&cfg.data.tokenizer)?;
+    if let Some(p) = saved.filter(|p| p.exists() && spec != TokenizerSpec::Bytes) {
+        return Ok(Tokenizer::from_file(p)?);
+    }
+    Ok(match spec {
+        TokenizerSpec::Bytes => Tokenizer::Bytes,
+        TokenizerSpec::Bpe(vocab) => {
+            let started = Instant::now();
+            let tok = Tokenizer::learn_bpe(&corpus.train, vocab)?;
+            println!(
+                "learned a {vocab}-token byte-level BPE on the training split in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            tok
+        }
+        TokenizerSpec::File(p) => Tokenizer::from_file(&p).context("data.tokenizer")?,
+    })
+}
+
+/// The tokenizer a run was trained with (its `tokenizer.json`, unless bytes), checked against
+/// the model's vocabulary.
+pub fn run_tokenizer(run: &Path, cfg: &RunConfig) -> Result<Tokenizer> {
+    let tok = match TokenizerSpec::parse(&cfg.data.tokenizer)? {
+        TokenizerSpec::Bytes => Tokenizer::Bytes,
+        _ => Tokenizer::from_file(&run.join("tokenizer.json"))?,
+    };
+    if tok.vocab_size() != cfg.model.vocab_size {
+        bail!(
+            "{}: the tokenizer has {} tokens but model.vocab_size is {}",
+            run.display(),
+            tok.vocab_size(),
+            cfg.model.vocab_size
+        );
+    }
+    Ok(tok)
 }
 
 /// The latest epoch whose model, optimizer and scheduler checkpoints all load (a run killed
@@ -235,10 +286,7 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> Result<TrainSummary> {
-    let cfg = resolve(&args)?;
-    let t = &cfg.train;
-    let corpus = corpus(&cfg)?;
-    let (device, picked) = crate::device::select(&args.device)?;
+    let mut cfg = resolve(&args)?;
     let out = args.out.clone();
     if args.resume && out.join("config.toml").exists() {
         crate::eval::load_run(&out)?; // a run of another format is refused before anything loads
@@ -253,6 +301,24 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             out.display()
         );
     }
+    // Everything that can fail on the data fails here, before the run directory is written.
+    let corpus = corpus(&cfg)?;
+    let saved_tokenizer = out.join("tokenizer.json");
+    let tok = new_tokenizer(&cfg, &corpus, resume_from.map(|_| saved_tokenizer.as_path()))?;
+    cfg.model.vocab_size = tok.vocab_size();
+    cfg.validate()?;
+    let seq = cfg.model.max_seq_len;
+    let train_tokens = Arc::new(token_stream(&corpus.train, &tok));
+    let valid_tokens = Arc::new(token_stream(&corpus.valid, &tok));
+    if train_tokens.len() < 2 * (seq + 1) || valid_tokens.len() < seq + 1 {
+        bail!(
+            "data: {} train and {} validation tokens are too few for max_seq_len = {seq}",
+            train_tokens.len(),
+            valid_tokens.len()
+        );
+    }
+    let t = &cfg.train;
+    let (device, picked) = crate::device::select(&args.device)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = toml::to_string(&cfg).context("serialising the resolved config")?;
     let plan = StepPlan {
@@ -272,18 +338,18 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     } else {
         let _ = std::fs::remove_file(out.join("metrics.csv"));
     }
+    if let Some(json) = tok.to_json() {
+        write_atomic(&saved_tokenizer, json.as_bytes())?;
+    }
     write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
 
-    let seq = cfg.model.max_seq_len;
-    let train_tokens = Arc::new(token_stream(&corpus.train));
-    let valid_tokens = Arc::new(token_stream(&corpus.valid));
-    if train_tokens.len() < 2 * (seq + 1) || valid_tokens.len() < seq + 1 {
-        bail!(
-            "data: {} train and {} validation tokens are too few for max_seq_len = {seq}",
-            train_tokens.len(),
-            valid_tokens.len()
-        );
-    }
+    let text_bytes: usize = corpus.train.iter().map(|d| d.len()).sum();
+    println!(
+        "tokenizer {}: {} tokens; {:.3} tokens per byte of training text",
+        cfg.data.tokenizer,
+        tok.vocab_size(),
+        train_tokens.len() as f64 / text_bytes.max(1) as f64
+    );
     println!("unigram entropy of the training tokens: {:.4} nats/token", unigram_entropy(&train_tokens));
     let items_per_step = plan.items_per_step();
     let seen = t.steps * items_per_step * seq;

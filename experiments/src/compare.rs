@@ -20,7 +20,8 @@ const PRESETS: &[(&str, &str)] = &[
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// micro (a minute) | quick (well under an hour on 2 cores) | small (a real experiment).
+    /// micro (a minute) | quick (well under an hour on 2 cores) | small (a real experiment) |
+    /// a run configuration file (e.g. experiments/configs/papers/hope-hyp-scaled.toml).
     #[arg(long, default_value = "quick")]
     pub preset: String,
     #[arg(long, value_delimiter = ',', default_value = "nope,rope,hope-hf,hope-hyp,alibi,p-rope")]
@@ -80,8 +81,17 @@ fn mean_spread(v: &[f64]) -> (f64, f64) {
 }
 
 pub fn run(a: CompareArgs) -> Result<PathBuf> {
-    let Some((_, preset)) = PRESETS.iter().find(|(n, _)| *n == a.preset) else {
-        bail!("--preset: unknown preset `{}` (allowed: micro, quick, small)", a.preset);
+    let preset: String = match PRESETS.iter().find(|(n, _)| *n == a.preset) {
+        Some((_, text)) => text.to_string(),
+        None if Path::new(&a.preset).is_file() => {
+            let text =
+                std::fs::read_to_string(&a.preset).with_context(|| format!("--preset {}", a.preset))?;
+            crate::train::RunConfig::from_toml(&text, &a.preset)?.validate()?;
+            text
+        }
+        None => {
+            bail!("--preset: unknown preset `{}` (allowed: micro, quick, small, or a config file)", a.preset)
+        }
     };
     if a.seeds == 0 || a.encodings.is_empty() {
         bail!("--seeds and --encodings: at least one of each is required");

@@ -1,21 +1,21 @@
-//! The copy task in the corpus's own format: `copy: <10 letters>.` then, `distance` tokens after
-//! the span starts, `again:` — the model must reproduce ` <span>` (scored by teacher forcing, see
-//! [`crate::retrieval`]). Accuracy vs the span's distance, at a given prompt length.
+//! The copy task in the corpus's own format: `copy: <10 letters>.`, filler, then `again:` — the
+//! model must reproduce the span, whose first answer token sits `distance` tokens after the same
+//! token of the stated span (scored by teacher forcing, see [`crate::retrieval`]). Accuracy vs
+//! distance, at a given prompt length.
 
-use burn::prelude::*;
+use pezoo_models::Tokenizer;
 use pezoo_models::corpus::SplitMix;
-use pezoo_models::{Lm, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::retrieval::{Probe, filler, score};
+use crate::retrieval::{Probe, Subject, filler, score};
 
 /// Letters in the span (as in the training corpus).
 pub const SPAN: usize = 10;
 
 /// A prompt that, followed by its span, fills exactly `len` tokens. The line `copy: <span>.` is
 /// stated, filler follows, then `again:`; the answer is ` <span>` (tokenised as in the corpus's
-/// `again: <span>.`), whose first token sits `distance` tokens after the span's first token in
-/// the stated line. `None` if it does not fit or `distance` is shorter than the line's tail
+/// `again: <span>.`; a whitespace-only first token joins the prompt, see [`Probe::new`]), whose
+/// first token sits `distance` tokens after the same token of the stated span. `None` if it does not fit or `distance` is shorter than the line's tail
 /// plus `again:`.
 pub fn copy_prompt(rng: &mut SplitMix, len: usize, distance: usize, tok: &Tokenizer) -> Option<Probe> {
     let span: String = (0..SPAN).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
@@ -27,7 +27,7 @@ pub fn copy_prompt(rng: &mut SplitMix, len: usize, distance: usize, tok: &Tokeni
     prompt.extend(head.iter().chain(&body).chain(&tail));
     prompt.extend(filler(rng, gap, tok));
     prompt.extend(question);
-    Some(Probe { prompt, answer: body })
+    Some(Probe::new(prompt, body, tok))
 }
 
 /// Distances for a prompt of `len` tokens: powers of two from 32, and the longest that fits a
@@ -53,27 +53,19 @@ pub struct CopyCell {
 }
 
 /// Accuracy per (length, distance), `trials` spans each.
-pub fn copy_grid(
-    model: &Lm,
-    tok: &Tokenizer,
-    lengths: &[usize],
-    trials: usize,
-    seed: u64,
-    query_block: Option<usize>,
-    device: &Device,
-) -> Vec<CopyCell> {
+pub fn copy_grid(subject: Subject, lengths: &[usize], trials: usize, seed: u64) -> Vec<CopyCell> {
     let mut cells = Vec::new();
     for &length in lengths {
-        let ds = distances(length, tok);
+        let ds = distances(length, subject.tok);
         let probes: Vec<Vec<Probe>> = ds
             .iter()
             .map(|&d| {
                 let mut rng = SplitMix(seed ^ 0xC0FF << 40 ^ (length as u64) << 20 ^ d as u64);
-                (0..trials).filter_map(|_| copy_prompt(&mut rng, length, d, tok)).collect()
+                (0..trials).filter_map(|_| copy_prompt(&mut rng, length, d, subject.tok)).collect()
             })
             .collect();
         let flat: Vec<Probe> = probes.iter().flatten().cloned().collect();
-        let mut scores = score(model, &flat, query_block, device).into_iter();
+        let mut scores = score(subject.model, &flat, subject.query_block, subject.device).into_iter();
         for (&distance, cell) in ds.iter().zip(&probes) {
             let s: Vec<_> = scores.by_ref().take(cell.len()).collect();
             let n = s.len().max(1) as f64;
@@ -100,14 +92,15 @@ mod tests {
                 let p = copy_prompt(&mut SplitMix(d as u64), len, d, &tok).unwrap();
                 assert_eq!(p.prompt.len() + p.answer.len(), len);
                 let span = tok.decode(&p.answer);
-                let letters = span.strip_prefix(' ').expect("the answer starts with its space");
+                let letters = span.trim_start();
                 assert!(letters.len() == SPAN && letters.bytes().all(|b| b.is_ascii_lowercase()), "{span}");
                 let text = tok.decode(&p.prompt);
-                assert!(text.contains(&format!("copy:{span}.\n")), "the span is stated: {text}");
+                assert!(text.contains(&format!("copy: {letters}.\n")), "the span is stated: {text}");
                 // the span's tokens appear in the prompt exactly `d` tokens before the answer
                 let at = p.prompt.len() - d;
                 assert_eq!(&p.prompt[at..at + p.answer.len()], &p.answer[..], "distance");
-                assert!(text.ends_with("\nagain:") || text == format!("copy:{span}.\nagain:"), "{text}");
+                let again = text.trim_end_matches(' ');
+                assert!(again.ends_with("\nagain:") && again.len() + 1 >= text.len(), "{text}");
                 assert_eq!(text.matches("copy:").count(), 1);
             }
         }

@@ -25,7 +25,7 @@ pub struct EvalArgs {
     /// Evaluation lengths as multiples of the training length.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     pub lengths: Vec<usize>,
-    /// Tokens of held-out text per length (windows = tokens / length, at least one).
+    /// Tokens of text per length (windows = tokens / length, at least one).
     #[arg(long, default_value_t = 16_384)]
     pub tokens: usize,
     /// Evaluate on this corpus (a file or directory of .txt / .jsonl, optionally .gz) instead of
@@ -71,6 +71,10 @@ pub struct LengthResult {
     /// for: comparable across tokenizers.
     #[serde(default)]
     pub bits_per_byte: Option<f64>,
+    /// UTF-8 bytes of text the evaluated targets stand for (the `--tokens` budget is in tokens,
+    /// so tokenizers cover different amounts of text).
+    #[serde(default)]
+    pub bytes: u64,
     /// Mean loss per position bucket (bucket i covers positions [i·L/B, (i+1)·L/B)).
     pub per_position: Vec<f64>,
 }
@@ -168,20 +172,55 @@ fn eval_text(a: &EvalArgs, cfg: &RunConfig) -> Result<(String, Vec<String>)> {
         return Ok(("held-out split".into(), crate::train::corpus(cfg)?.valid));
     };
     let field = a.text_field.as_deref().unwrap_or(&cfg.data.text_field);
-    let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
-    if cfg.data.path.as_deref().and_then(same).is_some_and(|p| Some(p) == same(path)) {
-        println!("--data {} is the run's training data: evaluating its held-out split", path.display());
-        return Ok(("held-out split".into(), crate::train::corpus(cfg)?.valid));
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if let (Some(train), Some(eval)) = (cfg.data.path.as_deref().and_then(canon), canon(path)) {
+        if train == eval {
+            println!("--data {} is the run's training data: evaluating its held-out split", path.display());
+            return Ok(("held-out split".into(), crate::train::corpus(cfg)?.valid));
+        }
+        if train.starts_with(&eval) || eval.starts_with(&train) {
+            bail!(
+                "--data {}: overlaps the run's training data {} (evaluate other text, or omit --data for the held-out split)",
+                path.display(),
+                train.display()
+            );
+        }
     }
-    let docs = pezoo_models::corpus::documents(path, field).context("--data")?;
+    let mut docs = pezoo_models::corpus::documents(path, field).context("--data")?;
+    // Documents the run trained on are not evaluated (e.g. a copy of a training file).
+    let hash = |d: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        d.hash(&mut h);
+        h.finish()
+    };
+    let seen: std::collections::HashSet<u64> =
+        crate::train::corpus(cfg)?.train.iter().map(|d| hash(d)).collect();
+    let before = docs.len();
+    docs.retain(|d| !seen.contains(&hash(d)));
+    if docs.len() < before {
+        println!(
+            "--data: {} of {before} documents are training documents of the run: left out",
+            before - docs.len()
+        );
+    }
+    if docs.is_empty() {
+        bail!("--data {}: every document is one the run trained on", path.display());
+    }
     Ok((path.display().to_string(), docs))
 }
 
 /// Bits per byte of `n` windows of `len` (+1) tokens from the start of `tokens` whose mean loss
 /// is `loss` nats: Σ nats / Σ bytes of the targets / ln 2.
 pub fn bits_per_byte(tokens: &Tokens, len: usize, n: usize, loss: f64) -> Option<f64> {
-    let bytes: u64 = (0..n).flat_map(|i| &tokens.bytes[i * len + 1..=(i + 1) * len]).map(|&b| b as u64).sum();
+    let bytes = target_bytes(tokens, len, n);
     (bytes > 0).then(|| loss * (len * n) as f64 / bytes as f64 / std::f64::consts::LN_2)
+}
+
+/// Bytes of text the targets of the first `n` windows of `len` (+1) tokens stand for (the
+/// windows of [`SequentialWindows`]: window i's targets are tokens i·len + 1 ..= (i + 1)·len).
+pub fn target_bytes(tokens: &Tokens, len: usize, n: usize) -> u64 {
+    (0..n).flat_map(|i| &tokens.bytes[i * len + 1..=(i + 1) * len]).map(|&b| b as u64).sum()
 }
 
 pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
@@ -260,21 +299,29 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
             loss,
             ppl: loss.exp(),
             bits_per_byte: bpb,
+            bytes: target_bytes(&text, len, n),
             per_position,
         });
     }
-    if a.passkey_trials > 0 {
-        let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
-        let cells = crate::passkey::passkey_grid(
-            &model,
-            &tok,
-            &lens,
-            &a.depths,
-            a.passkey_trials,
-            cfg.train.seed,
-            Some(a.query_block),
-            &device,
+    let (mut passkey_trials, mut copy_trials) = (a.passkey_trials, a.copy_trials);
+    if (passkey_trials > 0 || copy_trials > 0) && !tok.concatenates(crate::retrieval::JOINTS) {
+        println!(
+            "passkey and copy skipped: this tokenizer does not tokenise text pieces independently (e.g. it prefixes every encoding), so assembled prompts would not be the tokens of their text"
         );
+        (passkey_trials, copy_trials) = (0, 0);
+        for name in ["passkey", "copy"] {
+            crate::train::write_atomic(&a.run.join(format!("{name}{suffix}.json")), b"[]")?;
+        }
+    }
+    let subject = crate::retrieval::Subject {
+        model: &model,
+        tok: &tok,
+        query_block: Some(a.query_block),
+        device: &device,
+    };
+    if passkey_trials > 0 {
+        let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
+        let cells = crate::passkey::passkey_grid(subject, &lens, &a.depths, passkey_trials, cfg.train.seed);
         println!("passkey accuracy (rows: length, columns: depth {:?})", a.depths);
         for &len in &lens {
             let row: Vec<String> =
@@ -284,17 +331,9 @@ pub fn run(a: EvalArgs) -> Result<Vec<LengthResult>> {
         let json = serde_json::to_string_pretty(&cells)?;
         crate::train::write_atomic(&a.run.join(format!("passkey{suffix}.json")), json.as_bytes())?;
     }
-    if a.copy_trials > 0 {
+    if copy_trials > 0 {
         let lens: Vec<usize> = results.iter().map(|r| r.length).collect();
-        let cells = crate::copy::copy_grid(
-            &model,
-            &tok,
-            &lens,
-            a.copy_trials,
-            cfg.train.seed,
-            Some(a.query_block),
-            &device,
-        );
+        let cells = crate::copy::copy_grid(subject, &lens, copy_trials, cfg.train.seed);
         println!("copy accuracy (exact span) by distance");
         for &len in &lens {
             let row: Vec<String> = cells

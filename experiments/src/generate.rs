@@ -108,22 +108,27 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         bail!("--tokens {} after a {}-token prompt: {e}", a.tokens, prompt.len());
     }
     print!("{}", a.prompt);
-    // Tokens are decoded together, so a character split over several byte tokens prints whole.
-    let mut pending: Vec<u32> = Vec::new();
+    // Everything generated so far is decoded each time and only what is new printed: a
+    // character split over byte tokens prints whole, and decoders that treat a sequence's
+    // first token specially (Llama's `▁`) see the whole sequence.
+    let (mut generated, mut printed) = (Vec::<u32>::new(), String::new());
     let stdout = std::io::stdout();
-    generate(&model, &prompt, a.tokens, Some(tok.eos()), (a.temperature, a.top_k, a.seed), &device, |t| {
-        if t == tok.eos() {
-            return;
-        }
-        pending.push(t);
-        let text = tok.decode(&pending);
-        if !text.ends_with('\u{FFFD}') {
-            print!("{text}");
+    let mut show = |ids: &[u32], last: bool| {
+        let text = tok.decode(ids);
+        if (last || !text.ends_with('\u{FFFD}')) && text.starts_with(&printed) {
+            print!("{}", &text[printed.len()..]);
             let _ = stdout.lock().flush();
-            pending.clear();
+            printed = text;
+        }
+    };
+    generate(&model, &prompt, a.tokens, Some(tok.eos()), (a.temperature, a.top_k, a.seed), &device, |t| {
+        if t != tok.eos() {
+            generated.push(t);
+            show(&generated, false);
         }
     })?;
-    println!("{}", tok.decode(&pending));
+    show(&generated, true);
+    println!();
     Ok(())
 }
 

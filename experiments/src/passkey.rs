@@ -3,12 +3,11 @@
 //! must produce the 4 digits greedily (scored by teacher forcing, see [`crate::retrieval`]).
 //! Accuracy over a grid of lengths × depths.
 
-use burn::prelude::*;
+use pezoo_models::Tokenizer;
 use pezoo_models::corpus::SplitMix;
-use pezoo_models::{Lm, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::retrieval::{Probe, filler, score};
+use crate::retrieval::{Probe, Subject, filler, score};
 
 /// One prompt, its expected answer, and where the fact sentence starts.
 #[derive(Debug, Clone)]
@@ -34,7 +33,7 @@ pub fn passkey_prompt(rng: &mut SplitMix, len: usize, depth: f64, tok: &Tokenize
     prompt.extend(&fact);
     prompt.extend(filler(rng, filler_len - key_start, tok));
     prompt.extend(&question);
-    Some(Passkey { probe: Probe { prompt, answer }, key_start })
+    Some(Passkey { probe: Probe::new(prompt, answer, tok), key_start })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,14 +47,11 @@ pub struct PasskeyCell {
 
 /// Accuracy for each (length, depth): `trials` prompts each, exact match of the 4 digits.
 pub fn passkey_grid(
-    model: &Lm,
-    tok: &Tokenizer,
+    subject: Subject,
     lengths: &[usize],
     depths: &[f64],
     trials: usize,
     seed: u64,
-    query_block: Option<usize>,
-    device: &Device,
 ) -> Vec<PasskeyCell> {
     let mut cells = Vec::new();
     for &length in lengths {
@@ -63,13 +59,13 @@ pub fn passkey_grid(
         for &depth in depths {
             let mut rng = SplitMix(seed ^ (length as u64) << 20 ^ (depth * 1000.0) as u64);
             let cell: Vec<Probe> = (0..trials)
-                .filter_map(|_| passkey_prompt(&mut rng, length, depth, tok))
+                .filter_map(|_| passkey_prompt(&mut rng, length, depth, subject.tok))
                 .map(|p| p.probe)
                 .collect();
             probes.push(cell);
         }
         let flat: Vec<Probe> = probes.iter().flatten().cloned().collect();
-        let mut scores = score(model, &flat, query_block, device).into_iter();
+        let mut scores = score(subject.model, &flat, subject.query_block, subject.device).into_iter();
         for (&depth, cell) in depths.iter().zip(&probes) {
             let correct = scores.by_ref().take(cell.len()).filter(|s| s.exact).count();
             cells.push(PasskeyCell {
@@ -96,7 +92,10 @@ mod tests {
                 let p = passkey_prompt(&mut rng, len, depth, &tok).unwrap();
                 let (prompt, answer) = (&p.probe.prompt, tok.decode(&p.probe.answer));
                 assert_eq!(prompt.len() + p.probe.answer.len(), len);
-                let code = answer.strip_prefix(' ').expect("the answer starts with its space");
+                let code = answer.trim_start();
+                if matches!(tok, Tokenizer::Bytes) {
+                    assert_eq!(answer, code, "bytes: the space joins the prompt (`… is `)");
+                }
                 assert!(code.len() == 4 && code.parse::<u32>().is_ok_and(|c| (1000..10000).contains(&c)));
                 let text = tok.decode(prompt);
                 let at = tok.decode(&prompt[p.key_start..]);
@@ -105,11 +104,16 @@ mod tests {
                 assert!(at.starts_with(&format!("the code of {name} is {code}.\n")), "{at}");
                 let before = tok.decode(&prompt[..p.key_start]);
                 assert!(before.is_empty() || before.ends_with('\n'), "the fact starts a line");
-                assert!(text.ends_with(&format!("\nrecall: the code of {name} is")));
+                assert!(
+                    text.ends_with(&format!("\nrecall: the code of {name} is"))
+                        || text.ends_with(&format!("\nrecall: the code of {name} is "))
+                );
+                assert!(!answer.trim().is_empty() && !tok.decode(&p.probe.answer[..1]).trim().is_empty());
                 assert_eq!(text.matches("the code of").count(), 2, "one fact, one question");
                 let fact_len = tok.encode(&format!("the code of {name} is {code}.\n")).len();
                 let question_len = tok.encode(&format!("recall: the code of {name} is")).len();
-                let filler = len - fact_len - question_len - p.probe.answer.len();
+                let answer_len = tok.encode(&format!(" {code}")).len();
+                let filler = len - fact_len - question_len - answer_len;
                 assert_eq!(p.key_start, (depth * filler as f64).round() as usize, "depth {depth}");
             }
             assert!(passkey_prompt(&mut SplitMix(1), 10, 0.5, &tok).is_none(), "too short for the fact");

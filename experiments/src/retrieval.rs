@@ -21,12 +21,49 @@ pub fn filler(rng: &mut SplitMix, n: usize, tok: &Tokenizer) -> Vec<u32> {
     f.split_off(f.len() - n)
 }
 
+/// What the retrieval grids evaluate: a model, its tokenizer, and how to run it.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub model: &'a Lm,
+    pub tok: &'a Tokenizer,
+    /// Longest query block of attention (memory at long lengths).
+    pub query_block: Option<usize>,
+    pub device: &'a Device,
+}
+
 /// A prompt and the answer the model should continue it with.
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub prompt: Vec<u32>,
     pub answer: Vec<u32>,
 }
+
+impl Probe {
+    /// A probe whose answer starts at its first non-whitespace token: leading tokens that are
+    /// only whitespace (the byte tokenizer's ` ` of ` 4821`) move to the prompt, so that what is
+    /// scored is the fact itself, whatever the tokenizer.
+    pub fn new(mut prompt: Vec<u32>, answer: Vec<u32>, tok: &Tokenizer) -> Self {
+        let lead = answer.iter().take_while(|&&t| tok.decode(&[t]).trim().is_empty()).count();
+        let lead = lead.min(answer.len() - 1);
+        prompt.extend(&answer[..lead]);
+        Self { prompt, answer: answer[lead..].to_vec() }
+    }
+}
+
+/// Pieces the retrieval prompts join (line ends, the fact, the question, the answer): a
+/// tokenizer must tokenise them independently ([`Tokenizer::concatenates`]) for the assembled
+/// prompts to equal the tokens of their text.
+pub const JOINTS: &[&str] = &[
+    "alice sees the red key in the hall.\n",
+    "the code of bob is 4821.\n",
+    "recall: the code of bob is",
+    " 4821",
+    "copy:",
+    " abcdefghij",
+    ".\n",
+    "again:",
+    " abcdefghij",
+];
 
 /// How a model did on one probe.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -35,8 +35,8 @@ impl Attention {
         }
     }
 
-    /// `x: [batch, seq, d_model]` whose first token sits at absolute position `plan.start`,
-    /// attended in the plan's query blocks. With `capture`, also returns the probabilities and
+    /// `x: [batch, seq, d_model]` whose first token sits at absolute position
+    /// `plan.start + plan.past`, attended in the plan's query blocks. With `capture`, also returns the probabilities and
     /// the un-encoded q and k. With `cache` (generation), `x` holds the `plan.seq − plan.past`
     /// new tokens; their un-encoded keys and values are appended to the cache, and they attend
     /// to all of it (encodings are applied afresh at every step, so HoPE-Hyp re-centres).
@@ -73,7 +73,7 @@ impl Attention {
         if plan.fused && !capture {
             let y = attention::encoded(q, k, v, enc, start, plan.table.clone())
                 .expect("the plan picked the fused path for this device and encoding"); // [b, h, s, dh]
-            return (self.out.forward(y.swap_dims(1, 2).reshape([b, s, d])), None);
+            return (self.out.forward(y.swap_dims(1, 2).reshape([b, s_new, d])), None);
         }
         let rotary = enc.rotary();
 

@@ -1,6 +1,7 @@
 //! Text for training and evaluation: the embedded synthetic corpus (no files needed) or UTF-8
-//! text from a file or a directory of `.txt` files (BOM and Project Gutenberg framing stripped),
-//! split deterministically by document into train and held-out validation text.
+//! text from a file or a directory of `.txt` (BOM and Project Gutenberg framing stripped) and
+//! `.jsonl` files, optionally gzip-compressed, split deterministically by document into train
+//! and held-out validation text.
 
 use std::path::Path;
 
@@ -188,6 +189,7 @@ pub fn documents(path: &Path, text_field: &str) -> Result<Vec<String>, DataError
             return Err(bad(f, "looks binary (contains NUL bytes)"));
         }
         if name.ends_with(".jsonl") {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let at = |m: String| bad(f, format!("line {}: {m}", i + 1));
                 let v: serde_json::Value =

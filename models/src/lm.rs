@@ -77,13 +77,26 @@ pub struct Lm {
 
 /// Each layer's un-encoded keys and values `[batch, heads, len, head_dim]` so far, for
 /// [`Lm::forward_cached`]. Positions are implied: the cache holds tokens `0..len`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     len: usize,
+    /// Longest query block of a step (a long prompt is attended in blocks).
+    max_block: usize,
+}
+
+impl Default for KvCache {
+    fn default() -> Self {
+        Self { layers: Vec::new(), len: 0, max_block: 512 }
+    }
 }
 
 impl KvCache {
+    /// A cache whose steps attend in query blocks of at most `max_block` (≥ 1).
+    pub fn with_max_block(max_block: usize) -> Self {
+        Self { max_block: max_block.max(1), ..Self::default() }
+    }
+
     /// Tokens seen so far (the next token's position).
     pub fn len(&self) -> usize {
         self.len
@@ -230,7 +243,8 @@ impl Lm {
 
     /// Generation with a KV cache: `tokens: [batch, new]` continue the `cache.len()` tokens
     /// already seen (positions `cache.len()..`) → logits `[batch, new, vocab]`; the cache grows
-    /// by `new`. Equal to [`Lm::forward_full`] on the whole sequence, at the new positions.
+    /// by `new`. Equal to [`Lm::forward_full`] on the whole sequence, at the new positions
+    /// (except with dynamic NTK scaling, whose angles depend on the current length).
     pub fn forward_cached(
         &self,
         tokens: Tensor<2, Int>,
@@ -242,7 +256,14 @@ impl Lm {
         let device = tokens.device();
         let enc = self.encoding().as_dyn();
         let mut x = self.input_embedding(tokens, past);
-        let plan = PositionPlan::continuation(past, s, Some(512), enc, self.encodings.len() == 1, &device);
+        let plan = PositionPlan::continuation(
+            past,
+            s,
+            Some(cache.max_block),
+            enc,
+            self.encodings.len() == 1,
+            &device,
+        );
         cache.layers.resize(self.blocks.len(), None);
         for (i, (blk, kv)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
             let enc = self.layer_encoding(i).as_dyn();

@@ -9,7 +9,8 @@
 use burn::prelude::*;
 use pezoo_encodings::{PositionalEncoding, attention};
 
-/// Queries `q0..q0 + nq` (relative to the forward's first token) attend to keys `0..nk`.
+/// Queries `q0..q0 + nq` attend to keys `0..nk` (indices from the plan's first key: the forward's
+/// first token, or position 0 with a KV cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryBlock {
     pub q0: usize,

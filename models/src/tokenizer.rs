@@ -178,10 +178,11 @@ impl Tokenizer {
         }
     }
 
+    /// The embedding rows the ids need: the largest id + 1 (a tokenizer.json may skip ids).
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Bytes => BYTE_VOCAB,
-            Self::Hf { inner, .. } => inner.get_vocab_size(true),
+            Self::Hf { inner, .. } => inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1),
         }
     }
 
@@ -199,12 +200,17 @@ impl Tokenizer {
     }
 
     /// Token ids of `text`, and the UTF-8 bytes of `text` each token stands for (they sum to
-    /// `text.len()`; a byte shared by two tokens counts for the first to reach it).
+    /// `text.len()`; a byte shared by two tokens counts for the first to reach it; bytes no
+    /// token covers, e.g. whitespace a normalizer strips at the end, count for the last).
     pub fn encode_with_bytes(&self, text: &str) -> (Vec<u32>, Vec<u32>) {
-        match self {
+        self.try_encode(text).expect("a loaded tokenizer encodes text (checked when loaded)")
+    }
+
+    fn try_encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+        Ok(match self {
             Self::Bytes => (ByteTokenizer.encode(text), vec![1; text.len()]),
             Self::Hf { inner, .. } => {
-                let enc = inner.encode(text, false).expect("encoding text with a loaded tokenizer");
+                let enc = inner.encode(text, false).map_err(|e| e.to_string())?;
                 let mut done = 0usize;
                 let mut bytes: Vec<u32> = enc
                     .get_offsets()
@@ -221,14 +227,31 @@ impl Tokenizer {
                 }
                 (enc.get_ids().to_vec(), bytes)
             }
-        }
+        })
     }
 
     /// Ids back to text; special tokens are dropped.
     pub fn decode(&self, ids: &[u32]) -> String {
+        self.try_decode(ids).expect("a loaded tokenizer decodes its ids (checked when loaded)")
+    }
+
+    fn try_decode(&self, ids: &[u32]) -> Result<String, String> {
         match self {
-            Self::Bytes => ByteTokenizer.decode(ids),
-            Self::Hf { inner, .. } => inner.decode(ids, true).expect("decoding ids of this tokenizer"),
+            Self::Bytes => Ok(ByteTokenizer.decode(ids)),
+            Self::Hf { inner, .. } => inner.decode(ids, true).map_err(|e| e.to_string()),
         }
+    }
+
+    /// Whether text pieces tokenise independently: `encode(a) ++ encode(b) == encode(a + b)` for
+    /// every adjacent pair of `pieces`. Prompts assembled from separately encoded pieces (passkey,
+    /// copy) equal the tokens of their text only then — true of bytes and of GPT-2-style
+    /// byte-level BPE at line and word boundaries; not of tokenizers that prefix every encoding
+    /// (Llama's `▁`).
+    pub fn concatenates(&self, pieces: &[&str]) -> bool {
+        pieces.windows(2).all(|w| {
+            let mut joint = self.encode(w[0]);
+            joint.extend(self.encode(w[1]));
+            joint == self.encode(&format!("{}{}", w[0], w[1]))
+        })
     }
 }

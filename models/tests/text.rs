@@ -46,6 +46,16 @@ fn learned_bpe_has_the_vocabulary_round_trips_and_counts_every_byte() {
         assert_eq!(bytes.iter().map(|&b| b as usize).sum::<usize>(), text.len(), "bytes of {text:?}");
         assert_eq!(ids.len(), bytes.len());
         assert_eq!(again.encode(text), ids, "learning is deterministic");
+        // each token's bytes are those its prefix decodes to: running sums match wherever the
+        // prefix is whole characters, and the last needs no top-up
+        let mut sum = 0usize;
+        for i in 0..ids.len() {
+            sum += bytes[i] as usize;
+            let prefix = tok.decode(&ids[..=i]);
+            if !prefix.contains('\u{FFFD}') {
+                assert_eq!(sum, prefix.len(), "bytes of the first {} tokens of {text:?}", i + 1);
+            }
+        }
         assert!(ids.iter().all(|&i| (i as usize) < 400 && i != tok.eos()));
     }
     // merges happened: fewer tokens than bytes on text like the training text
@@ -57,6 +67,16 @@ fn learned_bpe_has_the_vocabulary_round_trips_and_counts_every_byte() {
     let total: usize = docs[..3].iter().map(|d| d.len()).sum();
     assert_eq!(t.bytes.iter().map(|&b| b as usize).sum::<usize>(), total);
     assert_eq!(t.ids.len(), t.bytes.len());
+}
+
+#[test]
+fn bytes_and_byte_level_bpe_tokenise_line_and_word_pieces_independently() {
+    let pieces = ["the code of bob is", " 4821", ".\n", "recall:", " abc", "again:", " xyz"];
+    assert!(Tokenizer::Bytes.concatenates(&pieces));
+    assert!(Tokenizer::learn_bpe(&books_like(), 400).unwrap().concatenates(&pieces));
+    // a piece boundary inside a word is not independent once the word is a merge
+    let tok = Tokenizer::learn_bpe(&books_like(), 400).unwrap();
+    assert!(!tok.concatenates(&["the co", "de of"]), "{:?}", tok.encode("the code of"));
 }
 
 #[test]

@@ -187,3 +187,27 @@ impl RunConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped configuration (presets and the papers' recipes) parses and validates.
+    #[test]
+    fn every_shipped_config_is_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for dir in [root.clone(), root.join("papers")] {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    let cfg = RunConfig::from_toml(&text, &p.display().to_string()).unwrap();
+                    cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    n += 1;
+                }
+            }
+        }
+        assert!(n >= 6, "{n} configs");
+    }
+}

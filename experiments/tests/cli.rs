@@ -1,44 +1,12 @@
 //! The `zoo` binary end to end: inspect JSON, training with checkpoints, SIGKILL + resume,
 //! and one-line errors (exit code 1, no panic) for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn zoo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zoo"));
-    c.env("RUST_BACKTRACE", "0");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    zoo().args(args).output().expect("zoo runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("pezoo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-const MICRO: &str = r#"
-[model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-max_seq_len = 32
-[train]
-batch_size = 4
-steps = 200
-checkpoint_every = 20
-warmup_steps = 5
-log_every = 10
-valid_batches = 2
-[data]
-synthetic_docs = 20
-synthetic_doc_len = 800
-"#;
+mod common;
+use common::{MICRO, run, tmp, zoo};
 
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);

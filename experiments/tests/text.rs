@@ -1,43 +1,8 @@
 //! Real text through the `zoo` binary: a learned BPE on a gzipped .jsonl corpus, evaluation on
 //! another corpus in bits per byte, and generation.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn zoo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zoo"));
-    c.env("RUST_BACKTRACE", "0");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    zoo().args(args).output().expect("zoo runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("pezoo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-const MICRO: &str = r#"
-[model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-max_seq_len = 32
-[train]
-batch_size = 4
-steps = 200
-checkpoint_every = 20
-warmup_steps = 5
-log_every = 10
-valid_batches = 2
-[data]
-synthetic_docs = 20
-synthetic_doc_len = 800
-"#;
+mod common;
+use common::{MICRO, run, tmp, zoo};
 
 /// Real text end to end: a gzipped .jsonl corpus, a learned BPE saved with the run, evaluation on
 /// another corpus in bits per byte, and generation through the run's tokenizer.

@@ -13,6 +13,8 @@ pub mod passkey;
 pub mod plots;
 pub mod report;
 pub mod retrieval;
+pub mod signals;
+pub mod sweep;
 pub mod train;
 
 /// Shared test fixtures.

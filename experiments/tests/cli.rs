@@ -1,5 +1,5 @@
-//! The `zoo` binary end to end: inspect JSON, training with checkpoints, SIGKILL + resume,
-//! and one-line errors (exit code 1, no panic) for bad input.
+//! The `zoo` binary end to end: inspect JSON, training with checkpoints, SIGKILL or SIGTERM and
+//! resume, and one-line errors (exit code 1, no panic) for bad input.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -106,7 +106,7 @@ fn metric_rows(run: &Path) -> Vec<String> {
 }
 
 #[test]
-fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
+fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
     let dir = tmp("resume");
     let cfg = dir.join("micro.toml");
     // HoPE-Hyp (a learnable θ', read once per forward), two micro-batches per step and the
@@ -168,6 +168,50 @@ fn train_is_killed_with_sigkill_and_resumes_from_its_checkpoint() {
     let r = zoo().args(&fargs).output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(bytes(&failing) == bytes(&whole), "resumed after a failed write: same weights");
+
+    // SIGTERM (Slurm's preemption signal) mid-epoch: the run finishes its step, checkpoints
+    // there and exits 1 naming the step; --resume ends with the uninterrupted run's weights.
+    // (Checkpoints every 100 steps here: the stop falls inside an epoch, and the data does not
+    // depend on the checkpoint cadence.)
+    let term = dir.join("term");
+    let tcfg = dir.join("term.toml");
+    std::fs::write(
+        &tcfg,
+        std::fs::read_to_string(&cfg).unwrap().replace("checkpoint_every = 20", "checkpoint_every = 100"),
+    )
+    .unwrap();
+    let targs: Vec<String> =
+        ["train", "--config", tcfg.to_str().unwrap(), "--out", term.to_str().unwrap(), "--device", "flex"]
+            .map(String::from)
+            .to_vec();
+    let child = zoo().args(&targs).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(term.join("metrics.csv")).unwrap_or_default().contains("\n30,train,") {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no step 30");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let k = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(k.success());
+    let stopped = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{err}");
+    let at: usize = err
+        .split("stopped by a signal after step ")
+        .nth(1)
+        .and_then(|r| r.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("names the step: {err}"));
+    assert!((30..100).contains(&at), "stopped mid-epoch: step {at}");
+    assert!(err.contains(&format!("continues from checkpoint 1 (step {at})")), "{err}");
+    let last = last_row(&term.join("metrics.csv"));
+    assert_eq!((last[0].clone(), last[1].as_str()), (at.to_string(), "valid"), "validated at the stop");
+    assert!(!term.join("model.safetensors").exists());
+    let resumed = zoo().args([&targs[..], &["--resume".to_string()]].concat()).output().unwrap();
+    let out_text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{out_text}{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(out_text.contains(&format!("resuming from checkpoint 1 (step {at})")), "{out_text}");
+    assert!(bytes(&term) == bytes(&whole), "resumed after SIGTERM: the uninterrupted run's weights");
+    let last = last_row(&term.join("metrics.csv"));
+    assert_eq!((last[0].as_str(), last[1].as_str()), ("200", "valid"));
 
     let reported: f64 = String::from_utf8_lossy(&w.stdout)
         .lines()
@@ -368,8 +412,58 @@ fn compare_micro_writes_every_file_and_resumes() {
     assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv, "same numbers");
     assert_one_line_error(
         &run(&["compare", "--preset", "huge", "--out", out.to_str().unwrap()]),
-        &["--preset", "micro, quick, small"],
+        &["--preset", "micro, quick, retrieval, small"],
     );
+
+    // The same sweep in two shards started together, then `compare` without --shard: it trains
+    // nothing more and its results equal the sequential sweep's (flex is deterministic).
+    let sharded = dir.join("sharded");
+    let sargs: Vec<&str> = args
+        .iter()
+        .map(|&a| if a == out.to_str().unwrap() { sharded.to_str().unwrap() } else { a })
+        .collect();
+    let list = run(&[&sargs[..], &["--list"]].concat());
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && listed.lines().count() == 1 + 6, "{listed}");
+    assert!(listed.contains("   4  alibi  seed 0  ") && listed.contains("alibi/seed0"), "{listed}");
+    assert!(!sharded.exists(), "--list writes nothing");
+    let shard = |i: usize| {
+        zoo()
+            .args([&sargs[..], &["--shard", &format!("{i}/2")]].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (s0, s1) = (shard(0), shard(1));
+    for s in [s0.wait_with_output().unwrap(), s1.wait_with_output().unwrap()] {
+        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+        let text = String::from_utf8_lossy(&s.stdout);
+        assert_eq!(text.matches(": training").count(), 3, "each shard trains its 3 runs: {text}");
+    }
+    assert!(!sharded.join("report.md").exists(), "shards write no report");
+    let fill = run(&sargs);
+    let text = String::from_utf8_lossy(&fill.stdout);
+    assert!(fill.status.success(), "{}", String::from_utf8_lossy(&fill.stderr));
+    assert_eq!(text.matches("trained, skipping").count(), 6, "{text}");
+    let without_timing = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(without_timing(&sharded.join("results.csv")), without_timing(&out.join("results.csv")));
+    // a directory of another plan, and shards out of range, are one-line errors
+    let other: Vec<&str> = sargs.iter().map(|&a| if a == "2" { "3" } else { a }).collect();
+    assert_one_line_error(&run(&other), &["another plan", "--seeds"]);
+    assert_one_line_error(&run(&[&sargs[..], &["--shard", "3/2"]].concat()), &["--shard 3/2", "0 ≤ i < n"]);
+    // --slurm: an array over the 6 runs, a report job, and how to submit them
+    let slurm = run(&[&sargs[..], &["--slurm", "--partition", "gpu"]].concat());
+    assert!(slurm.status.success(), "{}", String::from_utf8_lossy(&slurm.stderr));
+    assert!(String::from_utf8_lossy(&slurm.stdout).contains("sbatch --dependency=afterok:$jid"));
+    let sweep = std::fs::read_to_string(sharded.join("sweep.sbatch")).unwrap();
+    assert!(sweep.contains("#SBATCH --array=0-5\n") && sweep.contains("--shard slurm"), "{sweep}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

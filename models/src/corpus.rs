@@ -104,11 +104,87 @@ pub fn synthetic_document(rng: &mut SplitMix, len: usize) -> String {
     doc
 }
 
+/// Which synthetic documents to generate (`[data] synthetic_style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyntheticStyle {
+    /// [`synthetic_document`]: mostly local grammar, facts recalled at the document's end.
+    #[default]
+    Mixed,
+    /// [`retrieval_document`]: dense in facts recalled and spans copied within a few sentences.
+    Retrieval,
+}
+
+/// Longest a fact waits for its recall, in sentences, in [`retrieval_document`].
+pub const RECALL_WITHIN: usize = 24;
+
+/// One document (~`len` bytes) dense in retrieval, in the same sentence grammar as
+/// [`synthetic_document`]: each fact (`the code of bob is 4821.`, its name distinct from the
+/// facts still pending) is recalled 1..=[`RECALL_WITHIN`] sentences later, each copied span
+/// 1..=6 sentences later, filler in between. About a third of the letters and digits can only
+/// be predicted by looking back — so a small model learns to retrieve within its window (the
+/// passkey and copy tasks' shape) in minutes rather than hours.
+pub fn retrieval_document(rng: &mut SplitMix, len: usize) -> String {
+    let mut doc = String::new();
+    let mut facts: Vec<(&str, u32, usize)> = Vec::new(); // name, code, sentence it is due
+    let mut copy: Option<(String, usize)> = None;
+    let mut step = 0;
+    while doc.len() < len {
+        step += 1;
+        if let Some(i) = facts.iter().position(|f| f.2 <= step) {
+            let (name, code, _) = facts.remove(i);
+            doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
+            continue;
+        }
+        if copy.as_ref().is_some_and(|c| c.1 <= step) {
+            doc.push_str(&format!("again: {}.\n", copy.take().unwrap().0));
+            continue;
+        }
+        match rng.below(10) {
+            0..=2 if facts.len() < 6 => {
+                let free: Vec<&str> =
+                    NAMES.iter().copied().filter(|n| facts.iter().all(|f| f.0 != *n)).collect();
+                let (name, code) = (rng.pick(&free), 1000 + rng.below(9000) as u32);
+                doc.push_str(&format!("the code of {name} is {code}.\n"));
+                facts.push((name, code, step + 1 + rng.below(RECALL_WITHIN)));
+            }
+            3..=4 if copy.is_none() => {
+                let span: String = (0..10).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+                doc.push_str(&format!("copy: {span}.\n"));
+                copy = Some((span, step + 1 + rng.below(6)));
+            }
+            _ => {
+                let (n, v, c, t, p) =
+                    (rng.pick(NAMES), rng.pick(VERBS), rng.pick(COLORS), rng.pick(THINGS), rng.pick(PLACES));
+                doc.push_str(&format!("{n} {v} the {c} {t} in the {p}.\n"));
+            }
+        }
+    }
+    facts.sort_by_key(|f| f.2);
+    for (name, code, _) in facts {
+        doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
+    }
+    if let Some((span, _)) = copy {
+        doc.push_str(&format!("again: {span}.\n"));
+    }
+    doc
+}
+
 impl Corpus {
-    /// The embedded synthetic corpus: `docs` documents of ~`doc_len` bytes; every 10th is held out.
+    /// The embedded synthetic corpus (mixed style): `docs` documents of ~`doc_len` bytes; every
+    /// 10th is held out.
     pub fn synthetic(seed: u64, docs: usize, doc_len: usize) -> Self {
+        Self::synthetic_styled(SyntheticStyle::Mixed, seed, docs, doc_len)
+    }
+
+    /// The embedded synthetic corpus in `style`.
+    pub fn synthetic_styled(style: SyntheticStyle, seed: u64, docs: usize, doc_len: usize) -> Self {
         let mut rng = SplitMix(seed);
-        let all: Vec<String> = (0..docs).map(|_| synthetic_document(&mut rng, doc_len)).collect();
+        let make = match style {
+            SyntheticStyle::Mixed => synthetic_document,
+            SyntheticStyle::Retrieval => retrieval_document,
+        };
+        let all: Vec<String> = (0..docs).map(|_| make(&mut rng, doc_len)).collect();
         let (mut train, mut valid) = (Vec::new(), Vec::new());
         for (i, d) in all.into_iter().enumerate() {
             if i % 10 == 9 { valid.push(d) } else { train.push(d) }
@@ -228,4 +304,50 @@ pub fn strip_framing(text: &str) -> &str {
         .min()
         .unwrap_or(body.len());
     &body[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fact of a retrieval document is recalled once, with its code, within
+    /// [`RECALL_WITHIN`] sentences (or at the end); names are distinct among pending facts;
+    /// every copied span comes back.
+    #[test]
+    fn retrieval_documents_recall_each_fact_once_and_soon() {
+        let mut rng = SplitMix(5);
+        let (mut facts, mut copies) = (0, 0);
+        for _ in 0..50 {
+            let doc = retrieval_document(&mut rng, 1500);
+            let lines: Vec<&str> = doc.lines().collect();
+            let mut pending: Vec<(String, String, usize)> = Vec::new();
+            let mut span: Option<String> = None;
+            for (i, line) in lines.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix("recall: the code of ") {
+                    let (name, code) = rest.trim_end_matches('.').split_once(" is ").unwrap();
+                    let at = pending.iter().position(|p| p.0 == name).expect("recalls a pending fact");
+                    let (_, said, when) = pending.remove(at);
+                    assert_eq!(code, said, "recalls the code stated");
+                    // a line per step; up to 6 other recalls and an `again` may be due at once
+                    assert!(
+                        i - when <= RECALL_WITHIN + 7 || i + 7 >= lines.len(),
+                        "line {i}, stated at {when}"
+                    );
+                } else if let Some(rest) = line.strip_prefix("the code of ") {
+                    let (name, code) = rest.trim_end_matches('.').split_once(" is ").unwrap();
+                    assert!(pending.iter().all(|p| p.0 != name), "{name} is pending twice");
+                    pending.push((name.into(), code.into(), i));
+                    facts += 1;
+                } else if let Some(s) = line.strip_prefix("copy: ") {
+                    assert!(span.is_none());
+                    span = Some(s.into());
+                    copies += 1;
+                } else if let Some(s) = line.strip_prefix("again: ") {
+                    assert_eq!(Some(s.to_string()), span.take());
+                }
+            }
+            assert!(pending.is_empty() && span.is_none(), "everything is recalled by the end");
+        }
+        assert!(facts > 50 * 6 && copies > 50 * 3, "dense: {facts} facts, {copies} copies");
+    }
 }

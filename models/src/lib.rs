@@ -18,7 +18,7 @@ pub use config::{MlpKind, ModelConfig, ModelError};
 pub use corpus::{Corpus, DataError};
 pub use data::{LmBatch, LmBatcher, RandomWindows, SequentialWindows, Tokens, token_stream, window_start};
 pub use lm::{Captured, DECAY_PATTERN, EMBED_STD, KvCache, Lm};
-pub use loader::{StepPlan, TrainLoader, expected_coverage};
+pub use loader::{EarlyStop, EpochEnd, StepPlan, TrainLoader, expected_coverage};
 pub use plan::{PositionPlan, QueryBlock};
 pub use tokenizer::{BYTE_VOCAB, ByteTokenizer, Tokenizer, TokenizerSpec};
 pub use train_step::{LmOutput, clip_grad_norm};

@@ -9,7 +9,7 @@
 //! an uninterrupted one would, and the data does not depend on `checkpoint_every`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
@@ -35,16 +35,35 @@ impl StepPlan {
         self.steps.div_ceil(self.steps_per_epoch)
     }
 
-    /// Steps in epoch `epoch` (1-based): full epochs, then the remainder.
-    pub fn steps_in(&self, epoch: usize) -> usize {
-        let done = (epoch - 1) * self.steps_per_epoch;
-        self.steps.saturating_sub(done).min(self.steps_per_epoch)
+    /// Epochs left for a run that has done `done` steps: epochs end at multiples of
+    /// `steps_per_epoch` and at `steps`, so a run stopped mid-epoch finishes that epoch short.
+    pub fn epochs_after(&self, done: usize) -> usize {
+        if done >= self.steps { 0 } else { self.epochs() - done / self.steps_per_epoch }
+    }
+
+    /// The step (exclusive) at which the epoch that starts at step `from` ends.
+    pub fn epoch_end(&self, from: usize) -> usize {
+        ((from / self.steps_per_epoch + 1) * self.steps_per_epoch).min(self.steps)
     }
 
     pub fn items_per_step(&self) -> usize {
         self.batch_size * self.grad_accum
     }
 }
+
+/// Ends training early at a step boundary (a signal, a time limit): once `requested` is set,
+/// the epoch under way ends after its current step (burn-train then validates and writes a
+/// checkpoint at that step), and the next epoch calls `halt` (which interrupts the Learner)
+/// and serves nothing.
+#[derive(Clone)]
+pub struct EarlyStop {
+    pub requested: Arc<AtomicBool>,
+    pub halt: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Called at the end of each epoch served, with the epoch (1-based) and the run's steps done —
+/// before burn-train writes that epoch's checkpoint, so the checkpoint's step can be recorded.
+pub type EpochEnd = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Windows of `seq_len + 1` tokens, drawn per epoch, batched per optimizer step.
 pub struct TrainLoader {
@@ -56,30 +75,46 @@ pub struct TrainLoader {
     next_epoch: Arc<AtomicUsize>,
     /// Optimizer steps handed out so far over the run (resumed runs start at the checkpoint's).
     served: Arc<AtomicUsize>,
+    stop: Option<EarlyStop>,
+    on_epoch_end: Option<EpochEnd>,
     device: Device,
 }
 
 impl TrainLoader {
-    /// `first_epoch`: 1, or the checkpoint a resumed run continues from + 1.
+    /// `first_epoch`: 1, or the checkpoint a resumed run continues from + 1; `done`: the
+    /// steps that checkpoint holds (0 for a new run).
     pub fn new(
         tokens: Arc<Vec<u32>>,
         seq_len: usize,
         plan: StepPlan,
         seed: u64,
-        first_epoch: usize,
+        (first_epoch, done): (usize, usize),
         device: &Device,
     ) -> Self {
         assert!(tokens.len() > seq_len + 1, "token stream shorter than one window");
-        let first_epoch = first_epoch.max(1);
         Self {
             tokens,
             seq_len,
             plan,
             seed,
-            next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
-            served: Arc::new(AtomicUsize::new(((first_epoch - 1) * plan.steps_per_epoch).min(plan.steps))),
+            next_epoch: Arc::new(AtomicUsize::new(first_epoch.max(1))),
+            served: Arc::new(AtomicUsize::new(done.min(plan.steps))),
+            stop: None,
+            on_epoch_end: None,
             device: device.clone(),
         }
+    }
+
+    /// Stops early when `stop.requested` is set (see [`EarlyStop`]).
+    pub fn with_early_stop(mut self, stop: EarlyStop) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Calls `f(epoch, steps done)` at the end of each epoch served.
+    pub fn on_epoch_end(mut self, f: EpochEnd) -> Self {
+        self.on_epoch_end = Some(f);
+        self
     }
 
     /// Optimizer steps handed out so far over the run — the last one possibly unfinished (a
@@ -88,18 +123,21 @@ impl TrainLoader {
         self.served.clone()
     }
 
-    /// Window start of sequence `item` of step `step` (0-based within `epoch`, 1-based).
-    pub fn start(&self, epoch: usize, step: usize, item: usize) -> usize {
-        let n_starts = self.tokens.len() - self.seq_len; // 0 ..= len − (seq_len + 1)
-        let global_step = (epoch - 1) * self.plan.steps_per_epoch + step;
-        window_start(self.seed, 0, global_step * self.plan.items_per_step() + item, n_starts)
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.requested.load(Ordering::SeqCst))
     }
 
-    /// The batch of step `step` of `epoch`.
-    pub fn batch(&self, epoch: usize, step: usize) -> LmBatch {
+    /// Window start of sequence `item` of global optimizer step `step` (0-based over the run).
+    pub fn start(&self, step: usize, item: usize) -> usize {
+        let n_starts = self.tokens.len() - self.seq_len; // 0 ..= len − (seq_len + 1)
+        window_start(self.seed, 0, step * self.plan.items_per_step() + item, n_starts)
+    }
+
+    /// The batch of global optimizer step `step`.
+    pub fn batch(&self, step: usize) -> LmBatch {
         let items = (0..self.plan.items_per_step())
             .map(|i| {
-                let s = self.start(epoch, step, i);
+                let s = self.start(step, i);
                 self.tokens[s..s + self.seq_len + 1].to_vec()
             })
             .collect();
@@ -112,19 +150,31 @@ impl TrainLoader {
 struct EpochIter<'a> {
     loader: &'a TrainLoader,
     epoch: usize,
+    from: usize,
     step: usize,
-    steps: usize,
+    end: usize,
+    ended: bool,
 }
 
 impl Iterator for EpochIter<'_> {
     type Item = Result<LmBatch, DatasetError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.step >= self.steps {
+        if self.ended {
             return None;
         }
-        let batch = self.loader.batch(self.epoch, self.step);
+        // a stop ends the epoch after a step at least (an empty epoch would checkpoint twice)
+        if self.step >= self.end || (self.step > self.from && self.loader.stop_requested()) {
+            self.ended = true;
+            if self.step > self.from
+                && let Some(f) = &self.loader.on_epoch_end
+            {
+                f(self.epoch, self.step);
+            }
+            return None;
+        }
+        let batch = self.loader.batch(self.step);
         self.step += 1;
-        self.loader.served.fetch_add(1, Ordering::SeqCst);
+        self.loader.served.store(self.step, Ordering::SeqCst);
         Some(Ok(batch))
     }
 }
@@ -132,14 +182,20 @@ impl Iterator for EpochIter<'_> {
 impl DataLoaderIterator<LmBatch> for EpochIter<'_> {
     fn progress(&self) -> Progress {
         let per = self.loader.plan.items_per_step();
-        Progress::new(self.step * per, self.steps * per, Some("sequences".into()))
+        Progress::new((self.step - self.from) * per, (self.end - self.from) * per, Some("sequences".into()))
     }
 }
 
 impl DataLoader<LmBatch> for TrainLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<LmBatch> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        Box::new(EpochIter { loader: self, epoch, step: 0, steps: self.plan.steps_in(epoch) })
+        let from = self.served.load(Ordering::SeqCst);
+        let mut end = self.plan.epoch_end(from);
+        if let Some(stop) = self.stop.as_ref().filter(|s| s.requested.load(Ordering::SeqCst)) {
+            (stop.halt)(); // stopped between epochs: the last checkpoint is at this very step
+            end = from;
+        }
+        Box::new(EpochIter { loader: self, epoch, from, step: from, end, ended: false })
     }
 
     fn num_items(&self) -> usize {
@@ -154,6 +210,8 @@ impl DataLoader<LmBatch> for TrainLoader {
             seed: self.seed,
             next_epoch: self.next_epoch.clone(),
             served: self.served.clone(),
+            stop: self.stop.clone(),
+            on_epoch_end: self.on_epoch_end.clone(),
             device: device.clone(),
         })
     }

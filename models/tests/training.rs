@@ -24,9 +24,12 @@ fn stream(n: usize) -> Arc<Vec<u32>> {
 #[test]
 fn epochs_draw_fresh_windows_with_the_coverage_uniform_sampling_predicts() {
     let (n, seq) = (20_000, 31); // windows of 32 tokens
-    let loader = TrainLoader::new(stream(n), seq, plan(100, 50), 7, 1, &Device::flex());
+    let loader = TrainLoader::new(stream(n), seq, plan(100, 50), 7, (1, 0), &Device::flex());
     let starts = |epoch: usize| -> Vec<usize> {
-        (0..50).flat_map(|s| (0..4).map(move |i| (s, i))).map(|(s, i)| loader.start(epoch, s, i)).collect()
+        (0..50)
+            .flat_map(|s| (0..4).map(move |i| (s, i)))
+            .map(|(s, i)| loader.start((epoch - 1) * 50 + s, i))
+            .collect()
     };
     let (e1, e2) = (starts(1), starts(2));
     let same = e1.iter().zip(&e2).filter(|(a, b)| a == b).count();
@@ -48,8 +51,8 @@ fn epochs_draw_fresh_windows_with_the_coverage_uniform_sampling_predicts() {
 fn every_window_start_is_drawn_and_coverage_matches_enumeration() {
     // a stream of seq + 3 tokens has exactly 3 window starts; all are reachable
     let (seq, n) = (8, 11);
-    let loader = TrainLoader::new(stream(n), seq, plan(50, 50), 1, 1, &Device::flex());
-    let seen: std::collections::BTreeSet<usize> = (0..50).map(|s| loader.start(1, s, 0)).collect();
+    let loader = TrainLoader::new(stream(n), seq, plan(50, 50), 1, (1, 0), &Device::flex());
+    let seen: std::collections::BTreeSet<usize> = (0..50).map(|s| loader.start(s, 0)).collect();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
     // expected_coverage against brute force: enumerate every start sequence of 2 draws
     let (n, w) = (7, 3);
@@ -69,15 +72,16 @@ fn every_window_start_is_drawn_and_coverage_matches_enumeration() {
 fn the_loader_serves_exact_steps_and_a_resumed_loader_the_same_windows() {
     let dev = Device::flex();
     let p = plan(130, 100);
-    assert_eq!((p.epochs(), p.steps_in(1), p.steps_in(2)), (2, 100, 30));
+    assert_eq!((p.epochs(), p.epoch_end(0), p.epoch_end(100)), (2, 100, 130));
+    assert_eq!((p.epochs_after(0), p.epochs_after(100), p.epochs_after(130)), (2, 1, 0));
     let tokens = stream(5_000);
-    let fresh = TrainLoader::new(tokens.clone(), 15, p, 3, 1, &dev);
+    let fresh = TrainLoader::new(tokens.clone(), 15, p, 3, (1, 0), &dev);
     let count = |l: &TrainLoader| l.iter().count();
     assert_eq!(count(&fresh), 100, "epoch 1");
     let second: Vec<LmBatch> = fresh.iter().collect::<Result<_, _>>().unwrap();
     assert_eq!(second.len(), 30, "epoch 2 ends at step 130");
     // a run resumed after checkpoint 1 starts at epoch 2 and sees epoch 2's windows
-    let resumed = TrainLoader::new(tokens.clone(), 15, p, 3, 2, &dev);
+    let resumed = TrainLoader::new(tokens.clone(), 15, p, 3, (2, 100), &dev);
     let again: Vec<LmBatch> = resumed.iter().collect::<Result<_, _>>().unwrap();
     let ids = |b: &LmBatch| b.inputs.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
     assert_eq!(again.len(), second.len());
@@ -85,12 +89,67 @@ fn the_loader_serves_exact_steps_and_a_resumed_loader_the_same_windows() {
     assert_eq!(resumed.served().load(std::sync::atomic::Ordering::SeqCst), 130, "steps counted over the run");
     // through iter(): epoch 2's batches are not epoch 1's
     let first: Vec<LmBatch> =
-        TrainLoader::new(tokens.clone(), 15, p, 3, 1, &dev).iter().collect::<Result<_, _>>().unwrap();
+        TrainLoader::new(tokens.clone(), 15, p, 3, (1, 0), &dev).iter().collect::<Result<_, _>>().unwrap();
     let same = first.iter().zip(&second).filter(|(a, b)| ids(a) == ids(b)).count();
     assert_eq!(same, 0, "epoch 2 repeats {same} of epoch 1's batches");
     // the data does not depend on checkpoint cadence: global step 30 is the same batch
-    let other = TrainLoader::new(tokens, 15, plan(130, 25), 3, 1, &dev);
-    assert_eq!(ids(&other.batch(2, 5)), ids(&fresh.batch(1, 30)));
+    let other = TrainLoader::new(tokens, 15, plan(130, 25), 3, (1, 0), &dev);
+    let _ = other.iter().count();
+    let epoch2: Vec<LmBatch> = other.iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(ids(&epoch2[5]), ids(&fresh.batch(30)), "global step 30, whatever the epoch length");
+}
+
+/// A stop request ends the epoch after its current step (reporting where), the next epoch
+/// halts the Learner and serves nothing, and a loader resumed from that step serves exactly
+/// the uninterrupted run's remaining batches, its first epoch ending at the next boundary.
+#[test]
+fn a_stop_ends_the_epoch_at_a_step_and_resuming_there_serves_the_same_batches() {
+    use pezoo_models::EarlyStop;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dev = Device::flex();
+    let p = plan(130, 100);
+    let tokens = stream(5_000);
+    let ids = |b: &LmBatch| b.inputs.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+    let requested = Arc::new(AtomicBool::new(false));
+    let halts = Arc::new(AtomicUsize::new(0));
+    let ends = Arc::new(Mutex::new(Vec::new()));
+    let (h, e) = (halts.clone(), ends.clone());
+    let loader = TrainLoader::new(tokens.clone(), 15, p, 3, (1, 0), &dev)
+        .with_early_stop(EarlyStop {
+            requested: requested.clone(),
+            halt: Arc::new(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+            }),
+        })
+        .on_epoch_end(Arc::new(move |epoch, step| e.lock().unwrap().push((epoch, step))));
+    let mut it = loader.iter();
+    for _ in 0..37 {
+        assert!(it.next().is_some());
+    }
+    requested.store(true, Ordering::SeqCst); // during step 37
+    assert!(it.next().is_none(), "the epoch ends after the step under way");
+    assert!(it.next().is_none());
+    drop(it);
+    assert_eq!(*ends.lock().unwrap(), vec![(1, 37)]);
+    assert_eq!(loader.served().load(Ordering::SeqCst), 37);
+    assert_eq!(halts.load(Ordering::SeqCst), 0, "the checkpoint at step 37 is still to be written");
+    assert_eq!(loader.iter().count(), 0, "the next epoch serves nothing");
+    assert_eq!(halts.load(Ordering::SeqCst), 1, "and halts the Learner");
+    assert_eq!(ends.lock().unwrap().len(), 1, "an empty epoch is not an epoch end");
+
+    // resumed from checkpoint 1 at step 37: epochs 37..100 and 100..130
+    assert_eq!(p.epochs_after(37), 2);
+    let resumed = TrainLoader::new(tokens.clone(), 15, p, 3, (2, 37), &dev);
+    let rest: Vec<Vec<LmBatch>> = (0..2).map(|_| resumed.iter().collect::<Result<_, _>>().unwrap()).collect();
+    assert_eq!((rest[0].len(), rest[1].len()), (63, 30));
+    let whole = TrainLoader::new(tokens, 15, p, 3, (1, 0), &dev);
+    let all: Vec<LmBatch> =
+        (0..2).flat_map(|_| whole.iter().map(Result::unwrap).collect::<Vec<_>>()).collect();
+    assert_eq!(all.len(), 130);
+    for (k, b) in rest.iter().flatten().enumerate() {
+        assert_eq!(ids(b), ids(&all[37 + k]), "step {}", 37 + k);
+    }
 }
 
 fn tiny(kind: &str) -> ModelConfig {

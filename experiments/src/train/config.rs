@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use pezoo_models::ModelConfig;
+use pezoo_models::corpus::SyntheticStyle;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,14 @@ pub struct DataConfig {
     /// Synthetic corpus: number of documents and bytes per document.
     pub synthetic_docs: usize,
     pub synthetic_doc_len: usize,
+    /// Synthetic corpus: `mixed` (local grammar, facts recalled at each document's end) or
+    /// `retrieval` (dense in facts recalled and spans copied within a few sentences).
+    #[serde(skip_serializing_if = "is_mixed")]
+    pub synthetic_style: SyntheticStyle,
+}
+
+fn is_mixed(s: &SyntheticStyle) -> bool {
+    *s == SyntheticStyle::Mixed
 }
 
 // Defaults are not written out, so runs from before these fields resume with the same config.
@@ -85,6 +94,7 @@ impl Default for DataConfig {
             text_field: "text".into(),
             synthetic_docs: 300,
             synthetic_doc_len: 3000,
+            synthetic_style: SyntheticStyle::Mixed,
         }
     }
 }

@@ -19,11 +19,11 @@ use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::train::metric::{LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{Interrupter, Learner, SupervisedTraining};
 use clap::Args;
 use pezoo_encodings::EncodingConfig;
 use pezoo_models::{
-    Corpus, Lm, LmBatcher, SequentialWindows, StepPlan, Tokenizer, TokenizerSpec, TrainLoader,
+    Corpus, EarlyStop, Lm, LmBatcher, SequentialWindows, StepPlan, Tokenizer, TokenizerSpec, TrainLoader,
     expected_coverage, token_stream,
 };
 
@@ -130,7 +130,12 @@ pub fn corpus(cfg: &RunConfig) -> Result<Corpus> {
     let min = 4 * (cfg.model.max_seq_len + 1);
     Ok(match &cfg.data.path {
         Some(p) => Corpus::from_path(p, min, &cfg.data.text_field).context("data.path")?,
-        None => Corpus::synthetic(cfg.train.seed, cfg.data.synthetic_docs, cfg.data.synthetic_doc_len),
+        None => Corpus::synthetic_styled(
+            cfg.data.synthetic_style,
+            cfg.train.seed,
+            cfg.data.synthetic_docs,
+            cfg.data.synthetic_doc_len,
+        ),
     })
 }
 
@@ -210,6 +215,32 @@ pub fn last_checkpoint(out: &Path) -> Option<usize> {
         }
         problem.is_none()
     })
+}
+
+/// Where a run records the step each checkpoint holds (epochs end at multiples of
+/// `checkpoint_every`, or early when a signal stops the run).
+fn steps_file(out: &Path) -> PathBuf {
+    out.join("checkpoint").join("steps.json")
+}
+
+/// The optimizer steps checkpoint `epoch` holds: as recorded at the end of its epoch, or (runs
+/// from before the record) `epoch × checkpoint_every`.
+pub fn checkpoint_step(out: &Path, t: &config::TrainConfig, epoch: usize) -> usize {
+    let recorded = std::fs::read_to_string(steps_file(out))
+        .ok()
+        .and_then(|s| serde_json::from_str::<std::collections::BTreeMap<usize, usize>>(&s).ok())
+        .and_then(|m| m.get(&epoch).copied());
+    recorded.unwrap_or(epoch * t.checkpoint_every).min(t.steps)
+}
+
+/// Records that epoch `epoch` ended at step `step` (before burn-train writes its checkpoint).
+fn record_epoch_end(out: &Path, epoch: usize, step: usize) -> Result<()> {
+    let path = steps_file(out);
+    let mut map: std::collections::BTreeMap<usize, usize> =
+        std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    map.insert(epoch, step);
+    std::fs::create_dir_all(out.join("checkpoint"))?;
+    write_atomic(&path, serde_json::to_string(&map)?.as_bytes())
 }
 
 /// Entropy (nats) of the token frequencies: the loss of a model that ignores context.
@@ -332,7 +363,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         if !old.is_empty() && old != resolved {
             bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
         }
-        let step = (e * t.checkpoint_every).min(t.steps);
+        let step = checkpoint_step(&out, t, e);
         println!("resuming from checkpoint {e} (step {step})");
         truncate_metrics(&out.join("metrics.csv"), step)?;
     } else {
@@ -360,8 +391,24 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         train_tokens.len(),
         100.0 * coverage
     );
+    let done = resume_from.map_or(0, |e| checkpoint_step(&out, t, e));
     let first_epoch = resume_from.map_or(1, |e| e + 1);
-    let dl_train = TrainLoader::new(train_tokens.clone(), seq, plan, t.seed, first_epoch, &device);
+    // A signal (SIGINT, SIGTERM) ends the epoch after the current step: burn-train validates
+    // and checkpoints there, and the next epoch interrupts the Learner.
+    let _training = crate::signals::Training::start();
+    let interrupter = Interrupter::new();
+    let halt = interrupter.clone();
+    let record_out = out.clone();
+    let dl_train = TrainLoader::new(train_tokens.clone(), seq, plan, t.seed, (first_epoch, done), &device)
+        .with_early_stop(EarlyStop {
+            requested: crate::signals::stop_flag(),
+            halt: Arc::new(move || halt.stop(Some("signal"))),
+        })
+        .on_epoch_end(Arc::new(move |epoch, step| {
+            if let Err(e) = record_epoch_end(&record_out, epoch, step) {
+                eprintln!("warning: {e:#}");
+            }
+        }));
     let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);
     let dl_valid = DataLoaderBuilder::new(LmBatcher).batch_size(t.batch_size).build(valid);
 
@@ -386,7 +433,8 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
-        .num_epochs(plan.epochs());
+        .with_interrupter(interrupter)
+        .num_epochs(first_epoch - 1 + plan.epochs_after(done));
     if let Some(e) = resume_from {
         training = training.checkpoint(e);
     }
@@ -397,9 +445,8 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             items_per_step,
             seq,
             t.log_every,
-            t.checkpoint_every,
-            t.steps,
-            resume_from.map_or(0, |e| e * t.checkpoint_every),
+            plan,
+            done,
         )));
     }
     let started = Instant::now();
@@ -424,12 +471,14 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     };
     if let Some(why) = stopped {
         let resume = match last_checkpoint(&out) {
-            Some(e) => format!(
-                "`--resume` continues from checkpoint {e} (step {})",
-                (e * t.checkpoint_every).min(t.steps)
-            ),
+            Some(e) => {
+                format!("`--resume` continues from checkpoint {e} (step {})", checkpoint_step(&out, t, e))
+            }
             None => "no complete checkpoint was written".into(),
         };
+        if crate::signals::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("training stopped by a signal after step {reached}/{}; {resume}", t.steps);
+        }
         bail!("training stopped in step {reached}/{} {why}; {resume}", t.steps);
     }
 

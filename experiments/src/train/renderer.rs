@@ -14,6 +14,7 @@ use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
 };
+use pezoo_models::StepPlan;
 
 pub struct LineRenderer {
     names: HashMap<MetricId, String>,
@@ -23,9 +24,10 @@ pub struct LineRenderer {
     items_per_step: usize,
     tokens_per_item: usize,
     every: usize,
-    steps_per_epoch: usize,
-    total_steps: usize,
-    epoch: usize,
+    plan: StepPlan,
+    /// The step the run (re)started at, and the one the current training epoch started at.
+    first_step: usize,
+    epoch_from: Option<usize>,
     split: String,
     split_items: usize,
     train_step: usize,
@@ -42,8 +44,7 @@ impl LineRenderer {
         items_per_step: usize,
         tokens_per_item: usize,
         every: usize,
-        steps_per_epoch: usize,
-        total_steps: usize,
+        plan: StepPlan,
         first_step: usize,
     ) -> Self {
         if !csv.exists() {
@@ -57,9 +58,9 @@ impl LineRenderer {
             items_per_step,
             tokens_per_item,
             every: every.max(1),
-            steps_per_epoch,
-            total_steps,
-            epoch: 1,
+            plan,
+            first_step,
+            epoch_from: None,
             split: String::new(),
             split_items: 0,
             train_step,
@@ -103,14 +104,11 @@ impl LineRenderer {
             let lr = self.get("learning rate");
             let line = format!(
                 "train step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}  lr {lr:.2e}  tokens/s {:.0}",
-                self.total_steps, self.tokens_per_s
+                self.plan.steps, self.tokens_per_s
             );
             (line, format!("{lr}"))
         } else {
-            (
-                format!("valid step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}", self.total_steps),
-                String::new(),
-            )
+            (format!("valid step {step:>6}/{}  loss {loss:.4}  ppl {ppl:.3}", self.plan.steps), String::new())
         };
         println!("{line}");
         let tps = if split == "train" { format!("{:.1}", self.tokens_per_s) } else { String::new() };
@@ -148,14 +146,15 @@ impl MetricsRendererEvaluation for LineRenderer {
 }
 
 impl TrainingProgressLogger for LineRenderer {
-    fn start(&mut self, _total: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
-        self.epoch = starting_epoch.max(1);
-    }
-    fn update_epoch(&mut self, epoch: usize) {
-        self.epoch = epoch + 1;
-    }
+    fn start(&mut self, _total: usize, _starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {}
+    fn update_epoch(&mut self, _epoch: usize) {}
     fn start_split(&mut self, split: &str, _total_items: usize) {
         self.split = split.to_lowercase();
+        if self.split.starts_with("train") {
+            // events arrive in order (if late): the run's first epoch starts where it resumed,
+            // each next one where the plan ends the previous
+            self.epoch_from = Some(self.epoch_from.map_or(self.first_step, |f| self.plan.epoch_end(f)));
+        }
         self.split_items = 0;
         self.last_print = (Instant::now(), 0);
         (self.loss_sum, self.loss_count) = (0.0, 0.0);
@@ -163,11 +162,11 @@ impl TrainingProgressLogger for LineRenderer {
     fn update_split(&mut self, items_processed: usize) {
         self.split_items = items_processed;
         if self.split.starts_with("train") {
-            self.train_step =
-                (self.epoch - 1) * self.steps_per_epoch + items_processed / self.items_per_step.max(1);
+            // epochs may start anywhere (a run stopped by a signal resumes mid-interval); lines
+            // fall on multiples of `every`, as in an uninterrupted run
+            self.train_step = self.epoch_from.unwrap_or(0) + items_processed / self.items_per_step.max(1);
             let (t0, i0) = self.last_print;
-            let steps_done = (items_processed - i0) / self.items_per_step.max(1);
-            if steps_done >= self.every {
+            if items_processed > i0 && self.train_step.is_multiple_of(self.every) {
                 let dt = t0.elapsed().as_secs_f64();
                 self.tokens_per_s = ((items_processed - i0) * self.tokens_per_item) as f64 / dt.max(1e-9);
                 self.last_print = (Instant::now(), items_processed);

@@ -16,14 +16,12 @@ use clap::Args;
 const PRESETS: &[(&str, &str)] = &[
     ("micro", include_str!("../configs/micro.toml")),
     ("quick", include_str!("../configs/quick.toml")),
-    ("retrieval", include_str!("../configs/retrieval.toml")),
     ("small", include_str!("../configs/small.toml")),
 ];
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// micro (a minute) | quick (well under an hour on 2 cores) | retrieval (learns passkey and
-    /// copy; ~10 min per run) | small (a real experiment) |
+    /// micro (a minute) | quick (well under an hour on 2 cores) | small (a real experiment) |
     /// a run configuration file (e.g. experiments/configs/papers/hope-hyp-scaled.toml).
     #[arg(long, default_value = "quick")]
     pub preset: String,
@@ -54,7 +52,7 @@ pub struct CompareArgs {
     /// Run only the runs of shard i of n (`i/n`, 0 ≤ i < n: the runs whose index is i mod n)
     /// or `slurm` (from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT); shards may run at once
     /// on a shared filesystem. Then `zoo compare` without --shard writes the report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "slurm")]
     pub shard: Option<String>,
     #[command(flatten)]
     pub slurm: SlurmArgs,
@@ -105,10 +103,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
             text
         }
         None => {
-            bail!(
-                "--preset: unknown preset `{}` (allowed: micro, quick, retrieval, small, or a config file)",
-                a.preset
-            )
+            bail!("--preset: unknown preset `{}` (allowed: micro, quick, small, or a config file)", a.preset)
         }
     };
     if a.seeds == 0 || a.encodings.is_empty() {
@@ -133,8 +128,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         seeds: a.seeds,
         lengths: a.lengths.clone(),
         data: absolute(&a.data)?,
-        tokenizer: a.tokenizer.clone(),
-        eval_data: absolute(&a.eval_data)?,
+        tokenizer: a.tokenizer.as_deref().map(crate::sweep::absolute_tokenizer).transpose()?,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     sweep.check_or_save(&a.out)?;
@@ -180,6 +174,11 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
                 resume: run.join("checkpoint").exists(),
                 tui: false,
             })?;
+            if crate::signals::stop_requested() {
+                bail!(
+                    "stopped by a signal after training {enc} seed {seed}; the same command continues the sweep"
+                );
+            }
         }
         let has = |f: &str| finished && run.join(f).exists();
         let eval = EvalArgs {
@@ -263,7 +262,10 @@ fn zoo_args(a: &CompareArgs, sweep: &SweepPlan, preset: &Path) -> Result<Vec<Str
     for (flag, value) in [
         ("--data", sweep.data.as_ref().map(|p| p.display().to_string())),
         ("--tokenizer", sweep.tokenizer.clone()),
-        ("--eval-data", sweep.eval_data.as_ref().map(|p| p.display().to_string())),
+        (
+            "--eval-data",
+            a.eval_data.as_ref().map(std::path::absolute).transpose()?.map(|p| p.display().to_string()),
+        ),
     ] {
         if let Some(v) = value {
             args.extend([flag.to_string(), v]);

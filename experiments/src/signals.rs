@@ -1,8 +1,11 @@
 //! SIGINT / SIGTERM / SIGHUP (Slurm ends jobs with SIGTERM on preemption and at the time limit):
 //! a training run finishes its current step, writes a checkpoint there and exits non-zero with
-//! how to resume; outside training the process exits at once. A second signal always exits at
-//! once (status 130).
+//! how to resume; outside training the process exits at once (status 130). While a run is
+//! stopping, a second signal exits at once only in an interactive session (a terminal on stdin:
+//! Ctrl-C twice); in batch jobs repeated signals are one request (Slurm may signal a job's
+//! processes and its batch shell, which forwards the signal, within milliseconds).
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -17,8 +20,12 @@ pub fn stop_flag() -> Arc<AtomicBool> {
             let flag = Arc::new(AtomicBool::new(false));
             let f = flag.clone();
             let installed = ctrlc::set_handler(move || {
+                let interactive = std::io::stdin().is_terminal();
                 if TRAINING.load(Ordering::SeqCst) && !f.swap(true, Ordering::SeqCst) {
-                    eprintln!("signal received: stopping after the current step (a second signal exits now)");
+                    let again = if interactive { " (a second signal exits now)" } else { "" };
+                    eprintln!("signal received: stopping after the current step{again}");
+                } else if TRAINING.load(Ordering::SeqCst) && !interactive {
+                    eprintln!("signal received: already stopping after the current step");
                 } else {
                     eprintln!("signal received: exiting");
                     std::process::exit(130);

@@ -47,14 +47,23 @@ impl Shard {
     /// `i/n`, or `slurm` (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` of
     /// `SLURM_ARRAY_TASK_COUNT`).
     pub fn parse(s: &str) -> Result<Self> {
-        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+        Self::parse_with(s, |k| std::env::var(k).ok())
+    }
+
+    /// [`Shard::parse`] with the environment given by `env`.
+    pub fn parse_with(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let num = |k: &str| env(k).and_then(|v| v.trim().parse::<usize>().ok());
         let (index, count) = if s == "slurm" {
-            let (Some(id), Some(count)) = (env("SLURM_ARRAY_TASK_ID"), env("SLURM_ARRAY_TASK_COUNT")) else {
+            let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID"), num("SLURM_ARRAY_TASK_COUNT")) else {
                 bail!(
                     "--shard slurm: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT are not set (not in a Slurm array job?)"
                 );
             };
-            (id.checked_sub(env("SLURM_ARRAY_TASK_MIN").unwrap_or(0)).unwrap_or(usize::MAX), count)
+            let min = num("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
+            let Some(index) = id.checked_sub(min) else {
+                bail!("--shard slurm: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}");
+            };
+            (index, count)
         } else {
             let parsed = s.split_once('/').and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)));
             parsed.ok_or_else(|| anyhow::anyhow!("--shard {s}: expected i/n (e.g. 0/4) or slurm"))?
@@ -71,8 +80,8 @@ impl Shard {
 }
 
 /// What defines a sweep, saved as `sweep.json` in its directory: shards and later runs of
-/// `zoo compare` on the same directory must agree on it (the run indices and every run's
-/// settings depend on it).
+/// `zoo compare` on the same directory must agree on it (the run indices, every run's training
+/// and its evaluated lengths depend on it; another evaluation corpus only adds files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPlan {
     pub preset: String,
@@ -81,40 +90,54 @@ pub struct SweepPlan {
     pub lengths: Vec<usize>,
     pub data: Option<PathBuf>,
     pub tokenizer: Option<String>,
-    pub eval_data: Option<PathBuf>,
+}
+
+/// A tokenizer spec with a `tokenizer.json` path made absolute (`bytes`, `bpe:N` as they are).
+pub fn absolute_tokenizer(spec: &str) -> Result<String> {
+    Ok(match pezoo_models::TokenizerSpec::parse(spec)? {
+        pezoo_models::TokenizerSpec::File(p) => std::path::absolute(&p)?.display().to_string(),
+        _ => spec.to_string(),
+    })
 }
 
 impl SweepPlan {
-    /// Saves the plan in `out`, or checks it against the one saved there.
+    /// Saves the plan in `out` (never over another: processes started together agree on the
+    /// first one written), or checks it against the one saved there.
     pub fn check_or_save(&self, out: &Path) -> Result<()> {
         let path = out.join("sweep.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let saved: SweepPlan = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a sweep plan", path.display()))?;
-            if let Some(field) = self.first_difference(&saved) {
-                bail!(
-                    "--out {}: holds a sweep with another plan ({field} differs from its sweep.json); \
-                     use the same settings or another --out",
-                    out.display()
-                );
+        if !path.exists() {
+            let mut tmp = tempfile::NamedTempFile::new_in(out)
+                .with_context(|| format!("writing {}", path.display()))?;
+            std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(self)?.as_bytes())?;
+            if tmp.persist_noclobber(&path).is_ok() {
+                return Ok(());
             }
-            return Ok(());
         }
-        write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let saved: SweepPlan =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a sweep plan", path.display()))?;
+        if let Some((field, there, here)) = self.first_difference(&saved) {
+            bail!(
+                "--out {}: holds a sweep with another plan ({field}: {there} in its sweep.json, {here} here); \
+                 use the same settings or another --out",
+                out.display()
+            );
+        }
+        Ok(())
     }
 
-    fn first_difference(&self, o: &SweepPlan) -> Option<&'static str> {
+    fn first_difference(&self, saved: &SweepPlan) -> Option<(&'static str, String, String)> {
+        let show = |v: &dyn std::fmt::Debug| format!("{v:?}");
         [
-            ("--preset (its text)", self.preset != o.preset),
-            ("--encodings", self.encodings != o.encodings),
-            ("--seeds", self.seeds != o.seeds),
-            ("--lengths", self.lengths != o.lengths),
-            ("--data", self.data != o.data),
-            ("--tokenizer", self.tokenizer != o.tokenizer),
-            ("--eval-data", self.eval_data != o.eval_data),
+            ("--preset", self.preset != saved.preset, "another text".to_string(), "this one".to_string()),
+            ("--encodings", self.encodings != saved.encodings, show(&saved.encodings), show(&self.encodings)),
+            ("--seeds", self.seeds != saved.seeds, show(&saved.seeds), show(&self.seeds)),
+            ("--lengths", self.lengths != saved.lengths, show(&saved.lengths), show(&self.lengths)),
+            ("--data", self.data != saved.data, show(&saved.data), show(&self.data)),
+            ("--tokenizer", self.tokenizer != saved.tokenizer, show(&saved.tokenizer), show(&self.tokenizer)),
         ]
         .into_iter()
-        .find_map(|(name, differs)| differs.then_some(name))
+        .find_map(|(name, differs, there, here)| differs.then_some((name, there, here)))
     }
 }
 
@@ -177,7 +200,7 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn header(s: &SlurmArgs, name: &str, out: &Path) -> String {
+fn header(s: &SlurmArgs, name: &str, workdir: &Path) -> String {
     let mut h = format!("#!/bin/bash\n#SBATCH --job-name={name}\n#SBATCH --time={}\n", s.time);
     if let Some(p) = &s.partition {
         let _ = writeln!(h, "#SBATCH --partition={p}");
@@ -188,16 +211,35 @@ fn header(s: &SlurmArgs, name: &str, out: &Path) -> String {
     if s.gpus_per_task > 0 {
         let _ = writeln!(h, "#SBATCH --gpus-per-task={}", s.gpus_per_task);
     }
-    let _ = writeln!(h, "#SBATCH --ntasks=1\n#SBATCH --chdir={}", shell_quote(&out.display().to_string()));
+    let _ =
+        writeln!(h, "#SBATCH --ntasks=1\n#SBATCH --open-mode=append\n#SBATCH --chdir={}", workdir.display());
     h
 }
 
-/// Writes `sweep.sbatch` (an array of `runs` tasks, each `zoo compare … --shard slurm`, one log
-/// per task in `logs/`) and `report.sbatch` (`zoo compare …`: fills in what is missing and
-/// writes the report) into `out`; returns the shell commands that submit them, the report after
-/// every task has succeeded.
+/// Writes `sweep.sbatch` (an array of `runs` tasks, task i running `zoo compare … --shard
+/// i/runs`, one log per task in `logs/`) and `report.sbatch` (`zoo compare …`: fills in what is
+/// missing and writes the report) into `out`; returns the shell commands that submit them, the
+/// report after every task has succeeded. Tasks run in the current directory, so that relative
+/// paths in the preset mean what they mean here.
 pub fn write_sbatch(out: &Path, zoo_args: &[String], runs: usize, s: &SlurmArgs) -> Result<String> {
+    // #SBATCH lines are not shell: a value with spaces or quotes cannot be written there
+    let unusable = |v: &str| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"');
+    for (flag, v) in [
+        ("--partition", s.partition.as_deref()),
+        ("--account", s.account.as_deref()),
+        ("--time", Some(&*s.time)),
+    ] {
+        if let Some(v) = v.filter(|v| unusable(v)) {
+            bail!("{flag} {v:?}: not usable in an #SBATCH line (allowed: a value without spaces or quotes)");
+        }
+    }
     let out = std::path::absolute(out)?;
+    let workdir = std::env::current_dir().context("the working directory")?;
+    for dir in [&out, &workdir] {
+        if unusable(&dir.display().to_string()) {
+            bail!("{}: a path with spaces or quotes cannot go in an #SBATCH line", dir.display());
+        }
+    }
     std::fs::create_dir_all(out.join("logs"))?;
     let exe = std::env::current_exe().context("locating the zoo binary")?;
     let command: Vec<String> = std::iter::once(exe.display().to_string())
@@ -206,19 +248,24 @@ pub fn write_sbatch(out: &Path, zoo_args: &[String], runs: usize, s: &SlurmArgs)
         .collect();
     let command = command.join(" ");
     // SIGTERM 3 minutes before the time limit reaches the batch shell, which forwards it to zoo
-    // (it finishes its step and checkpoints) and requeues the task; on preemption Slurm requeues
-    // it itself. A requeued task resumes its run from the checkpoint.
+    // (it finishes its step and checkpoints; in a batch job a repeated signal is the same
+    // request) and requeues the task; on preemption Slurm requeues it itself. A requeued task
+    // resumes its run from the checkpoint.
     let sweep = format!(
-        "{}#SBATCH --array=0-{}\n#SBATCH --output=logs/%A_%a.out\n#SBATCH --requeue\n#SBATCH --signal=B:TERM@180\n\n\
-         {command} --shard slurm &\n\
+        "{}#SBATCH --array=0-{}\n#SBATCH --output={}/logs/%A_%a.out\n#SBATCH --requeue\n#SBATCH --signal=B:TERM@180\n\n\
+         {command} --shard \"${{SLURM_ARRAY_TASK_ID}}/{runs}\" &\n\
          pid=$!\n\
          trap 'kill -TERM $pid; wait $pid; scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; exit 0' TERM\n\
          wait $pid\n",
-        header(s, "pezoo-sweep", &out),
+        header(s, "pezoo-sweep", &workdir),
         runs - 1,
+        out.display(),
     );
-    let report =
-        format!("{}#SBATCH --output=logs/report_%j.out\n\n{command}\n", header(s, "pezoo-report", &out));
+    let report = format!(
+        "{}#SBATCH --output={}/logs/report_%j.out\n\n{command}\n",
+        header(s, "pezoo-report", &workdir),
+        out.display()
+    );
     let (sweep_path, report_path) = (out.join("sweep.sbatch"), out.join("report.sbatch"));
     write_atomic(&sweep_path, sweep.as_bytes())?;
     write_atomic(&report_path, report.as_bytes())?;
@@ -264,13 +311,12 @@ mod tests {
             lengths: vec![1, 2],
             data: None,
             tokenizer: None,
-            eval_data: None,
         };
         p.check_or_save(dir.path()).unwrap();
         p.check_or_save(dir.path()).unwrap();
         let other = SweepPlan { seeds: 2, ..p.clone() };
         let err = other.check_or_save(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("--seeds differs"), "{err}");
+        assert!(err.contains("--seeds: 3 in its sweep.json, 2 here"), "{err}");
     }
 
     #[test]
@@ -285,30 +331,53 @@ mod tests {
     }
 
     #[test]
+    fn slurm_shards_come_from_the_array_environment() {
+        let env = |id: &'static str, min: &'static str| {
+            move |k: &str| match k {
+                "SLURM_ARRAY_TASK_ID" => Some(id.to_string()),
+                "SLURM_ARRAY_TASK_MIN" => Some(min.to_string()),
+                "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(Shard::parse_with("slurm", env("3", "0")).unwrap(), Shard { index: 3, count: 4 });
+        assert_eq!(Shard::parse_with("slurm", env("12", "10")).unwrap(), Shard { index: 2, count: 4 });
+        let below = Shard::parse_with("slurm", env("1", "5")).unwrap_err().to_string();
+        assert!(below.contains("below SLURM_ARRAY_TASK_MIN 5"), "{below}");
+        let none = Shard::parse_with("slurm", |_| None).unwrap_err().to_string();
+        assert!(none.contains("not set"), "{none}");
+    }
+
+    #[test]
     fn sbatch_scripts_hold_an_array_over_the_runs_and_parse_as_bash() {
         let dir = tempfile::tempdir().unwrap();
         let s = SlurmArgs {
             slurm: true,
             partition: Some("gpu".into()),
-            account: Some("a b".into()),
+            time: "01:00:00".into(),
             ..Default::default()
         };
         let args: Vec<String> =
             ["compare", "--preset", "it's.toml", "--seeds", "3"].map(String::from).to_vec();
-        let submit =
-            write_sbatch(dir.path(), &args, 12, &SlurmArgs { time: "01:00:00".into(), ..s }).unwrap();
+        let submit = write_sbatch(dir.path(), &args, 12, &s).unwrap();
         let sweep = std::fs::read_to_string(dir.path().join("sweep.sbatch")).unwrap();
         let report = std::fs::read_to_string(dir.path().join("report.sbatch")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
         for line in [
-            "#SBATCH --array=0-11",
-            "#SBATCH --requeue",
-            "#SBATCH --signal=B:TERM@180",
-            "#SBATCH --time=01:00:00",
-            "#SBATCH --partition=gpu",
+            "#SBATCH --array=0-11".to_string(),
+            "#SBATCH --requeue".into(),
+            "#SBATCH --signal=B:TERM@180".into(),
+            "#SBATCH --time=01:00:00".into(),
+            "#SBATCH --partition=gpu".into(),
+            format!("#SBATCH --chdir={}", cwd.display()),
+            format!("#SBATCH --output={}/logs/%A_%a.out", dir.path().display()),
         ] {
             assert!(sweep.lines().any(|l| l == line), "{line} in\n{sweep}");
         }
-        assert!(sweep.contains("--preset 'it'\\''s.toml' --seeds 3 --shard slurm &"), "{sweep}");
+        assert!(
+            sweep.contains("--preset 'it'\\''s.toml' --seeds 3 --shard \"${SLURM_ARRAY_TASK_ID}/12\" &"),
+            "{sweep}"
+        );
         assert!(!report.contains("--shard") && !report.contains("--array"), "{report}");
         assert!(submit.contains("--dependency=afterok:$jid") && submit.contains("report.sbatch"), "{submit}");
         for script in ["sweep.sbatch", "report.sbatch"] {
@@ -316,5 +385,9 @@ mod tests {
                 std::process::Command::new("bash").arg("-n").arg(dir.path().join(script)).status().unwrap();
             assert!(ok.success(), "{script} parses as bash");
         }
+        // values that an #SBATCH line cannot hold are refused, naming the flag
+        let bad = SlurmArgs { account: Some("a b".into()), ..s };
+        let err = write_sbatch(dir.path(), &args, 12, &bad).unwrap_err().to_string();
+        assert!(err.starts_with("--account \"a b\""), "{err}");
     }
 }

@@ -206,6 +206,11 @@ pub fn last_checkpoint(out: &Path) -> Option<usize> {
                     .err()
                     .map(|err| (p("scheduler"), format!("{err:?}")))
             });
+        let problem = problem.or_else(|| {
+            recorded_steps(out)
+                .is_some_and(|r| !r.contains_key(e))
+                .then(|| (steps_file(out), "no step recorded for this checkpoint".to_string()))
+        });
         if let Some((file, why)) = &problem {
             let why = why.lines().next().unwrap_or_default();
             println!(
@@ -223,21 +228,49 @@ fn steps_file(out: &Path) -> PathBuf {
     out.join("checkpoint").join("steps.json")
 }
 
-/// The optimizer steps checkpoint `epoch` holds: as recorded at the end of its epoch, or (runs
-/// from before the record) `epoch × checkpoint_every`.
-pub fn checkpoint_step(out: &Path, t: &config::TrainConfig, epoch: usize) -> usize {
-    let recorded = std::fs::read_to_string(steps_file(out))
-        .ok()
-        .and_then(|s| serde_json::from_str::<std::collections::BTreeMap<usize, usize>>(&s).ok())
-        .and_then(|m| m.get(&epoch).copied());
-    recorded.unwrap_or(epoch * t.checkpoint_every).min(t.steps)
+type StepRecord = std::collections::BTreeMap<usize, usize>;
+
+/// The recorded steps per checkpoint: `None` for runs from before the record (no file).
+fn recorded_steps(out: &Path) -> Option<StepRecord> {
+    let text = std::fs::read_to_string(steps_file(out)).ok()?;
+    Some(serde_json::from_str(&text).unwrap_or_default()) // unreadable: no checkpoint is usable
+}
+
+/// The optimizer steps checkpoint `epoch` holds, as recorded at the end of its epoch; for runs
+/// from before the record, `epoch × checkpoint_every`. `None`: a record exists but lacks this
+/// checkpoint (its write failed), so the checkpoint is not used.
+pub fn checkpoint_step(out: &Path, t: &config::TrainConfig, epoch: usize) -> Option<usize> {
+    match recorded_steps(out) {
+        Some(record) => record.get(&epoch).map(|&s| s.min(t.steps)),
+        None => Some((epoch * t.checkpoint_every).min(t.steps)),
+    }
+}
+
+/// Removes the checkpoint files and step records after checkpoint `epoch` (left by an earlier
+/// attempt that went further): a resumed run rewrites those epochs, at other steps.
+fn drop_checkpoints_after(out: &Path, epoch: usize) -> Result<()> {
+    let dir = out.join("checkpoint");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let later = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+            let (_, rest) = n.split_once('-')?;
+            rest.strip_suffix(".bpk")?.parse::<usize>().ok()
+        });
+        if later.is_some_and(|e| e > epoch) && path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    if let Some(mut record) = recorded_steps(out) {
+        record.retain(|&e, _| e <= epoch);
+        write_atomic(&steps_file(out), serde_json::to_string(&record)?.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Records that epoch `epoch` ended at step `step` (before burn-train writes its checkpoint).
 fn record_epoch_end(out: &Path, epoch: usize, step: usize) -> Result<()> {
     let path = steps_file(out);
-    let mut map: std::collections::BTreeMap<usize, usize> =
-        std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let mut map = recorded_steps(out).unwrap_or_default();
     map.insert(epoch, step);
     std::fs::create_dir_all(out.join("checkpoint"))?;
     write_atomic(&path, serde_json::to_string(&map)?.as_bytes())
@@ -325,6 +358,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let resume_from = if args.resume { last_checkpoint(&out) } else { None };
     if args.resume && resume_from.is_none() {
         println!("--resume: no complete checkpoint in {}, starting from scratch", out.display());
+        if out.join("checkpoint").is_dir() {
+            drop_checkpoints_after(&out, 0)?; // an earlier attempt's partial checkpoints
+        }
     }
     if !args.resume && out.join("checkpoint").exists() {
         bail!(
@@ -363,7 +399,8 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         if !old.is_empty() && old != resolved {
             bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
         }
-        let step = checkpoint_step(&out, t, e);
+        let step = checkpoint_step(&out, t, e).unwrap_or_default(); // recorded: see last_checkpoint
+        drop_checkpoints_after(&out, e)?;
         println!("resuming from checkpoint {e} (step {step})");
         truncate_metrics(&out.join("metrics.csv"), step)?;
     } else {
@@ -391,11 +428,11 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         train_tokens.len(),
         100.0 * coverage
     );
-    let done = resume_from.map_or(0, |e| checkpoint_step(&out, t, e));
+    let done = resume_from.and_then(|e| checkpoint_step(&out, t, e)).unwrap_or(0);
     let first_epoch = resume_from.map_or(1, |e| e + 1);
-    // A signal (SIGINT, SIGTERM) ends the epoch after the current step: burn-train validates
+    // A signal (SIGINT, SIGTERM, SIGHUP) ends the epoch after the current step: burn-train validates
     // and checkpoints there, and the next epoch interrupts the Learner.
-    let _training = crate::signals::Training::start();
+    let training_guard = crate::signals::Training::start();
     let interrupter = Interrupter::new();
     let halt = interrupter.clone();
     let record_out = out.clone();
@@ -405,8 +442,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             halt: Arc::new(move || halt.stop(Some("signal"))),
         })
         .on_epoch_end(Arc::new(move |epoch, step| {
+            // a checkpoint without its step is never resumed from (see `last_checkpoint`)
             if let Err(e) = record_epoch_end(&record_out, epoch, step) {
-                eprintln!("warning: {e:#}");
+                eprintln!("warning: checkpoint {epoch} will not be resumable: {e:#}");
             }
         }));
     let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);
@@ -454,6 +492,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     // A panic inside a step (out of memory, a caller bug) ends the run like an error: one line,
     // the step reached and how to resume.
     let result = crate::quiet_panics(|| training.launch(learner));
+    drop(training_guard); // from here a signal exits at once
     let seconds = started.elapsed().as_secs_f64();
     let reached = served.load(std::sync::atomic::Ordering::SeqCst);
     let stopped = match &result {
@@ -472,13 +511,16 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     if let Some(why) = stopped {
         let resume = match last_checkpoint(&out) {
             Some(e) => {
-                format!("`--resume` continues from checkpoint {e} (step {})", checkpoint_step(&out, t, e))
+                let step = checkpoint_step(&out, t, e).unwrap_or_default();
+                format!("`--resume` continues from checkpoint {e} (step {step})")
             }
             None => "no complete checkpoint was written".into(),
         };
-        if crate::signals::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
+        let signalled = crate::signals::stop_requested();
+        if signalled && matches!(&result, Ok(r) if r.error.is_none()) {
             bail!("training stopped by a signal after step {reached}/{}; {resume}", t.steps);
         }
+        let why = if signalled { format!("{why} (after a stop signal)") } else { why };
         bail!("training stopped in step {reached}/{} {why}; {resume}", t.steps);
     }
 
@@ -498,4 +540,38 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         path.display()
     );
     Ok(TrainSummary { out, valid_loss, seconds, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoint steps come from the record (runs from before it: epoch × checkpoint_every); a
+    /// checkpoint the record lacks is not resumable; resuming from checkpoint e removes later
+    /// checkpoint files and records (an earlier attempt's, at other steps).
+    #[test]
+    fn checkpoint_steps_are_recorded_and_later_checkpoints_dropped_on_resume() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("checkpoint");
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = config::TrainConfig { steps: 300, checkpoint_every: 100, ..Default::default() };
+        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(200), "no record: the old rule");
+        assert_eq!(checkpoint_step(out.path(), &t, 4), Some(300), "capped at steps");
+        record_epoch_end(out.path(), 1, 37).unwrap();
+        record_epoch_end(out.path(), 2, 100).unwrap();
+        record_epoch_end(out.path(), 3, 200).unwrap();
+        assert_eq!(checkpoint_step(out.path(), &t, 1), Some(37));
+        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(100));
+        assert_eq!(checkpoint_step(out.path(), &t, 4), None, "not recorded: not resumable");
+        for f in ["model-2.bpk", "optim-2.bpk", "scheduler-3.bpk", "model-10.bpk"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        drop_checkpoints_after(out.path(), 2).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["model-2.bpk", "optim-2.bpk", "steps.json"]);
+        assert_eq!(checkpoint_step(out.path(), &t, 3), None, "its record went with it");
+        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(100));
+    }
 }

@@ -137,6 +137,17 @@ fn a_stop_ends_the_epoch_at_a_step_and_resuming_there_serves_the_same_batches() 
     assert_eq!(loader.iter().count(), 0, "the next epoch serves nothing");
     assert_eq!(halts.load(Ordering::SeqCst), 1, "and halts the Learner");
     assert_eq!(ends.lock().unwrap().len(), 1, "an empty epoch is not an epoch end");
+    assert_eq!(loader.served().load(Ordering::SeqCst), 37, "a halted epoch serves nothing");
+
+    // a stop that arrives after an epoch began but before its first step: one step, then the end
+    let flag = Arc::new(AtomicBool::new(false));
+    let late = TrainLoader::new(tokens.clone(), 15, p, 3, (1, 0), &dev)
+        .with_early_stop(EarlyStop { requested: flag.clone(), halt: Arc::new(|| panic!("not halted")) });
+    let mut it = late.iter();
+    flag.store(true, Ordering::SeqCst);
+    assert!(it.next().is_some() && it.next().is_none(), "at least one step, so the checkpoint is new");
+    drop(it);
+    assert_eq!(late.served().load(Ordering::SeqCst), 1);
 
     // resumed from checkpoint 1 at step 37: epochs 37..100 and 100..130
     assert_eq!(p.epochs_after(37), 2);

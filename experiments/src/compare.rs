@@ -113,6 +113,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         pezoo_encodings::EncodingConfig::from_name_or_file(e)?;
     }
     let runs = crate::sweep::plan(&a.encodings, a.seeds, &a.out);
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     if a.list {
         println!("{} runs in {}:", runs.len(), a.out.display());
         for r in &runs {
@@ -120,7 +121,6 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         }
         return Ok(None);
     }
-    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let absolute = |p: &Option<PathBuf>| p.as_ref().map(std::path::absolute).transpose();
     let sweep = SweepPlan {
         preset: preset.clone(),

@@ -189,6 +189,11 @@ impl RunConfig {
                 "data.synthetic_docs ≥ 10 and data.synthetic_doc_len ≥ 200 are required (the validation split is every 10th document)"
             );
         }
+        if self.data.path.is_some() && self.data.synthetic_style != SyntheticStyle::Mixed {
+            bail!(
+                "data.synthetic_style: applies to the embedded synthetic corpus only (allowed with data.path: leave it unset)"
+            );
+        }
         pezoo_models::TokenizerSpec::parse(&self.data.tokenizer)?;
         if self.data.text_field.is_empty() {
             bail!("data.text_field: empty (allowed: the name of a string field of the .jsonl lines)");
@@ -201,6 +206,16 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_synthetic_style_with_a_data_path_is_refused() {
+        let mut c = RunConfig::default();
+        c.data.synthetic_style = SyntheticStyle::Retrieval;
+        c.validate().expect("the embedded corpus takes a style");
+        c.data.path = Some("books".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("data.synthetic_style:"), "{err}");
+    }
 
     /// Every shipped configuration (presets and the papers' recipes) parses and validates.
     #[test]

@@ -3,8 +3,9 @@
 //! checkpoint interval, fresh windows every epoch, and exactly `steps` steps in all (the last
 //! epoch is shorter when `checkpoint_every` does not divide `steps`).
 //!
-//! burn-train calls [`DataLoader::iter`] once per epoch; the loader counts epochs itself, from
-//! the epoch a resumed run starts at. Window starts are a pure function of the seed and the
+//! burn-train calls [`DataLoader::iter`] once per epoch; the loader counts epochs and steps
+//! itself, from where a resumed run starts. An [`EarlyStop`] (a signal) ends an epoch after its
+//! current step; epochs otherwise end at multiples of `checkpoint_every`. Window starts are a pure function of the seed and the
 //! window's global sample index over the run ([`window_start`]): a resumed run sees the windows
 //! an uninterrupted one would, and the data does not depend on `checkpoint_every`.
 

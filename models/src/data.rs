@@ -124,6 +124,9 @@ pub struct LmBatch {
     pub targets: Tensor<2, Int>,
     /// Micro-batches the training step splits `batch` into (gradient accumulation); 1 = none.
     pub micro_batches: usize,
+    /// The weight of this batch's mean loss in its optimizer step's gradient: 1 on one device;
+    /// with data parallelism, the batch's share of the step's sequences.
+    pub loss_weight: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -142,6 +145,7 @@ impl Batcher<Vec<u32>, LmBatch> for LmBatcher {
             inputs: Tensor::from_data(TensorData::new(inp, [b, s]), device),
             targets: Tensor::from_data(TensorData::new(tgt, [b, s]), device),
             micro_batches: 1,
+            loss_weight: 1.0,
         }
     }
 }

@@ -7,10 +7,12 @@
 //! itself, from where a resumed run starts. An [`EarlyStop`] (a signal) ends an epoch after its
 //! current step; epochs otherwise end at multiples of `checkpoint_every`. Window starts are a pure function of the seed and the
 //! window's global sample index over the run ([`window_start`]): a resumed run sees the windows
-//! an uninterrupted one would, and the data does not depend on `checkpoint_every`.
+//! an uninterrupted one would, and the data does not depend on `checkpoint_every` nor on the
+//! number of devices a step is spread over.
 
-use std::sync::Arc;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
@@ -67,18 +69,37 @@ pub struct EarlyStop {
 pub type EpochEnd = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Windows of `seq_len + 1` tokens, drawn per epoch, batched per optimizer step.
+///
+/// Data parallelism: burn-train's multi-device strategies [`DataLoader::slice`] the loader per
+/// device. A slice serves its part of *every* step's sequences (the fraction `start/n ..
+/// end/n` of the step, `n` = [`DataLoader::num_items`]), weighted by its share of the step, so
+/// the devices' gradients sum to the single-device gradient of the same global batch. Every
+/// copy shares one step counter and one decision per step: all devices run a step or none does.
 pub struct TrainLoader {
     tokens: Arc<Vec<u32>>,
     seq_len: usize,
     plan: StepPlan,
     seed: u64,
-    /// The epoch the next `iter()` serves (1-based), shared by every `to_device` copy.
+    /// The epoch the next `iter()` of this copy serves (1-based), shared by its `to_device`
+    /// copies; each slice counts its own.
     next_epoch: Arc<AtomicUsize>,
-    /// Optimizer steps handed out so far over the run (resumed runs start at the checkpoint's).
+    /// Steps served (started) over the run, and the epoch under way: shared by every copy.
     served: Arc<AtomicUsize>,
+    current: Arc<Mutex<EpochState>>,
+    /// The sequences of each step this copy serves (all of them unless sliced).
+    items: Range<usize>,
     stop: Option<EarlyStop>,
     on_epoch_end: Option<EpochEnd>,
     device: Device,
+}
+
+/// The epoch under way, as decided by the first copy that opened it.
+#[derive(Debug, Clone, Copy, Default)]
+struct EpochState {
+    epoch: usize,
+    from: usize,
+    end: usize,
+    closed: bool,
 }
 
 impl TrainLoader {
@@ -93,13 +114,16 @@ impl TrainLoader {
         device: &Device,
     ) -> Self {
         assert!(tokens.len() > seq_len + 1, "token stream shorter than one window");
+        let first_epoch = first_epoch.max(1);
         Self {
             tokens,
             seq_len,
             plan,
             seed,
-            next_epoch: Arc::new(AtomicUsize::new(first_epoch.max(1))),
+            next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
             served: Arc::new(AtomicUsize::new(done.min(plan.steps))),
+            current: Arc::new(Mutex::new(EpochState { epoch: first_epoch - 1, ..Default::default() })),
+            items: 0..plan.items_per_step(),
             stop: None,
             on_epoch_end: None,
             device: device.clone(),
@@ -112,7 +136,8 @@ impl TrainLoader {
         self
     }
 
-    /// Calls `f(epoch, steps done)` at the end of each epoch served.
+    /// Calls `f(epoch, steps done)` at the end of each epoch served (once, whichever copy ends
+    /// it first).
     pub fn on_epoch_end(mut self, f: EpochEnd) -> Self {
         self.on_epoch_end = Some(f);
         self
@@ -128,15 +153,21 @@ impl TrainLoader {
         self.stop.as_ref().is_some_and(|s| s.requested.load(Ordering::SeqCst))
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, EpochState> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Window start of sequence `item` of global optimizer step `step` (0-based over the run).
     pub fn start(&self, step: usize, item: usize) -> usize {
         let n_starts = self.tokens.len() - self.seq_len; // 0 ..= len − (seq_len + 1)
         window_start(self.seed, 0, step * self.plan.items_per_step() + item, n_starts)
     }
 
-    /// The batch of global optimizer step `step`.
+    /// This copy's batch of global optimizer step `step` (the whole step unless sliced).
     pub fn batch(&self, step: usize) -> LmBatch {
-        let items = (0..self.plan.items_per_step())
+        let items = self
+            .items
+            .clone()
             .map(|i| {
                 let s = self.start(step, i);
                 self.tokens[s..s + self.seq_len + 1].to_vec()
@@ -144,15 +175,31 @@ impl TrainLoader {
             .collect();
         let mut batch = LmBatcher.batch(items, &self.device);
         batch.micro_batches = self.plan.grad_accum;
+        batch.loss_weight = self.items.len() as f64 / self.plan.items_per_step() as f64;
         batch
+    }
+
+    fn copy(&self, next_epoch: Arc<AtomicUsize>, items: Range<usize>, device: &Device) -> Self {
+        Self {
+            tokens: self.tokens.clone(),
+            seq_len: self.seq_len,
+            plan: self.plan,
+            seed: self.seed,
+            next_epoch,
+            served: self.served.clone(),
+            current: self.current.clone(),
+            items,
+            stop: self.stop.clone(),
+            on_epoch_end: self.on_epoch_end.clone(),
+            device: device.clone(),
+        }
     }
 }
 
 struct EpochIter<'a> {
     loader: &'a TrainLoader,
-    epoch: usize,
-    from: usize,
     step: usize,
+    from: usize,
     end: usize,
     ended: bool,
 }
@@ -163,26 +210,38 @@ impl Iterator for EpochIter<'_> {
         if self.ended {
             return None;
         }
-        // a stop ends the epoch after a step at least (an empty epoch would checkpoint twice)
-        if self.step >= self.end || (self.step > self.from && self.loader.stop_requested()) {
-            self.ended = true;
-            if self.step > self.from
-                && let Some(f) = &self.loader.on_epoch_end
-            {
-                f(self.epoch, self.step);
+        let loader = self.loader;
+        {
+            // one decision per step for every copy: the first to reach a step after a stop
+            // request ends the epoch there (at least one step in: an empty epoch would
+            // checkpoint twice), unless another copy has already started that step
+            let mut st = loader.state();
+            let started = loader.served.load(Ordering::SeqCst);
+            if self.step < st.end && self.step > st.from && self.step >= started && loader.stop_requested() {
+                st.end = self.step;
             }
-            return None;
+            self.end = st.end;
+            if self.step >= st.end {
+                self.ended = true;
+                if !st.closed && self.step > st.from {
+                    st.closed = true;
+                    if let Some(f) = &loader.on_epoch_end {
+                        f(st.epoch, st.end); // before any copy returns: the checkpoint follows
+                    }
+                }
+                return None;
+            }
+            loader.served.fetch_max(self.step + 1, Ordering::SeqCst);
         }
-        let batch = self.loader.batch(self.step);
+        let batch = loader.batch(self.step);
         self.step += 1;
-        self.loader.served.store(self.step, Ordering::SeqCst);
         Some(Ok(batch))
     }
 }
 
 impl DataLoaderIterator<LmBatch> for EpochIter<'_> {
     fn progress(&self) -> Progress {
-        let per = self.loader.plan.items_per_step();
+        let per = self.loader.items.len();
         Progress::new((self.step - self.from) * per, (self.end - self.from) * per, Some("sequences".into()))
     }
 }
@@ -190,38 +249,37 @@ impl DataLoaderIterator<LmBatch> for EpochIter<'_> {
 impl DataLoader<LmBatch> for TrainLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<LmBatch> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        let from = self.served.load(Ordering::SeqCst);
-        let mut end = self.plan.epoch_end(from);
-        if let Some(stop) = self.stop.as_ref().filter(|s| s.requested.load(Ordering::SeqCst)) {
-            (stop.halt)(); // stopped between epochs: the last checkpoint is at this very step
-            end = from;
+        let mut st = self.state();
+        if st.epoch < epoch {
+            // the first copy to open this epoch plans it for all
+            let from = self.served.load(Ordering::SeqCst);
+            let mut end = self.plan.epoch_end(from);
+            if self.stop_requested() {
+                (self.stop.as_ref().expect("requested").halt)(); // the last checkpoint is at this step
+                end = from;
+            }
+            *st = EpochState { epoch, from, end, closed: false };
         }
-        Box::new(EpochIter { loader: self, epoch, from, step: from, end, ended: false })
+        debug_assert_eq!(st.epoch, epoch, "every copy serves the same epoch");
+        let (from, end) = (st.from, st.end);
+        Box::new(EpochIter { loader: self, step: from, from, end, ended: false })
     }
 
     fn num_items(&self) -> usize {
-        self.plan.steps_per_epoch.min(self.plan.steps) * self.plan.items_per_step()
+        self.plan.steps_per_epoch.min(self.plan.steps) * self.items.len()
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<LmBatch>> {
-        Arc::new(Self {
-            tokens: self.tokens.clone(),
-            seq_len: self.seq_len,
-            plan: self.plan,
-            seed: self.seed,
-            next_epoch: self.next_epoch.clone(),
-            served: self.served.clone(),
-            stop: self.stop.clone(),
-            on_epoch_end: self.on_epoch_end.clone(),
-            device: device.clone(),
-        })
+        Arc::new(self.copy(self.next_epoch.clone(), self.items.clone(), device))
     }
 
+    /// The fraction `start/n .. end/n` (`n` = [`Self::num_items`]) of every step's sequences,
+    /// on the same step counter (see [`TrainLoader`]).
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<LmBatch>> {
-        // Data-parallel strategies slice loaders per device; the step plan is global (one
-        // process, one device), and serving the whole loader per device would silently repeat
-        // data, so this is refused rather than approximated.
-        panic!("TrainLoader::slice({start}, {end}): data-parallel training is not supported yet")
+        let n = self.num_items().max(1);
+        let at = |i: usize| self.items.start + i.min(n) * self.items.len() / n;
+        let epoch = Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)));
+        Arc::new(self.copy(epoch, at(start)..at(end.max(start)), &self.device))
     }
 }
 

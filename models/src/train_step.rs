@@ -1,11 +1,15 @@
-//! burn-train glue: the LM's training step (micro-batched gradient accumulation and a global
-//! gradient-norm clip, as PyTorch's `clip_grad_norm_`) and its validation step.
+//! burn-train glue: the LM's training step (micro-batched gradient accumulation), its optimizer
+//! step (a global gradient-norm clip, as PyTorch's `clip_grad_norm_`) and its validation step.
 //!
 //! Burn's optimizer clips each parameter's gradient on its own; the config promises a *global*
-//! clip, so it is done here, on the device (no host read), over the accumulated gradient.
+//! clip, so it is done here, on the device (no host read). It runs in [`TrainStep::optimize`],
+//! on the gradient the optimizer receives: with data parallelism, the sum of every device's
+//! weighted gradient (each batch's loss carries its share of the step, [`LmBatch::loss_weight`]),
+//! so the clip sees the whole step's gradient, as on one device.
 
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
@@ -92,9 +96,11 @@ impl Lm {
 impl TrainStep for Lm {
     type Input = LmBatch;
     type Output = LmOutput;
-    /// One optimizer step's gradient: the batch in `micro_batches` equal parts, each part's
-    /// backward freeing its graph before the next; the mean of the parts' gradients (= the
-    /// gradient of the whole batch's mean loss), clipped globally when the config says so.
+    /// This batch's part of one optimizer step's gradient: the batch in `micro_batches` equal
+    /// parts, each part's backward freeing its graph before the next; the mean of the parts'
+    /// gradients (= the gradient of the batch's mean loss) times `loss_weight` (1 on one
+    /// device; with data parallelism the batch's share of the step, so the devices' gradients
+    /// sum to the gradient of the whole step's mean loss). Reports the batch's mean loss.
     fn step(&self, batch: LmBatch) -> TrainOutput<LmOutput> {
         let [b, _] = batch.inputs.dims();
         let parts = batch.micro_batches.clamp(1, b);
@@ -105,19 +111,67 @@ impl TrainStep for Lm {
             let (lo, n) = (i * b / parts, (i + 1) * b / parts - i * b / parts);
             let loss =
                 self.step_loss(batch.inputs.clone().narrow(0, lo, n), batch.targets.clone().narrow(0, lo, n));
-            let weighted = loss.mul_scalar(n as f64 / b as f64);
+            let part = loss.mul_scalar(n as f64 / b as f64);
+            let weighted = part.clone().mul_scalar(batch.loss_weight);
             acc.accumulate(self, GradientsParams::from_grads(weighted.backward(), self));
-            let detached = weighted.detach();
+            let detached = part.detach();
             total = Some(match total {
                 Some(t) => t + detached,
                 None => detached,
             });
         }
-        let mut grads = acc.grads();
+        TrainOutput { grads: acc.grads(), item: LmOutput { loss: total.expect("at least one micro-batch") } }
+    }
+
+    /// The optimizer step on the step's whole gradient, clipped globally first when the config
+    /// says so.
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: GradientsParams,
+    ) -> Self {
         if self.grad_clip > 0.0 {
-            clip_grad_norm(self, &mut grads, self.grad_clip);
+            clip_grad_norm(&self, &mut grads, self.grad_clip);
         }
-        TrainOutput { grads, item: LmOutput { loss: total.expect("at least one micro-batch") } }
+        optim.step(lr, self, grads)
+    }
+
+    /// As [`Self::optimize`], for gradients held on several devices (burn-train's sharded
+    /// optimizer): the norm is taken over every device's part together.
+    fn optimize_multi(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: MultiGradientsParams,
+    ) -> Self {
+        if self.grad_clip > 0.0 {
+            clip_grad_norm_multi(&self, &mut grads, self.grad_clip);
+        }
+        optim.step_multi(lr, self, grads)
+    }
+}
+
+/// [`clip_grad_norm`] over gradients split across devices: one global norm (summed on the
+/// first part's device), every part scaled by the same coefficient.
+fn clip_grad_norm_multi<M: Module>(module: &M, grads: &mut MultiGradientsParams, max_norm: f64) {
+    let Some(main) = grads.grads.first().map(|(_, d)| d.clone()) else { return };
+    let mut total: Option<Tensor<1>> = None;
+    for (g, _) in &grads.grads {
+        let mut v = SquaredNorm { grads: g, total: None };
+        module.visit(&mut v);
+        if let Some(sq) = v.total {
+            let sq = sq.to_device(&main);
+            total = Some(match total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+    let Some(total) = total else { return };
+    let coef = total.sqrt().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    for (g, device) in grads.grads.iter_mut() {
+        module.visit(&mut Scale { grads: g, coef: coef.clone().to_device(device) });
     }
 }
 

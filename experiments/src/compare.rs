@@ -37,6 +37,10 @@ pub struct CompareArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Train each run data-parallel on these devices (`zoo train --devices`); evaluation runs
+    /// on the first.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Override the preset's data (a file or directory of .txt / .jsonl files, optionally .gz).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -112,6 +116,13 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
     for e in &a.encodings {
         pezoo_encodings::EncodingConfig::from_name_or_file(e)?;
     }
+    // evaluation runs on the first training device (`all`: the one `auto` picks, cuda:0); the
+    // list itself is checked where it trains (a Slurm plan is written where it may not exist)
+    let eval_device = match a.devices.as_deref().map(str::trim) {
+        Some("all") => "auto".to_string(),
+        Some(list) => list.split(',').next().unwrap_or("auto").trim().to_string(),
+        None => a.device.clone(),
+    };
     let runs = crate::sweep::plan(&a.encodings, a.seeds, &a.out);
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     if a.list {
@@ -171,6 +182,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
                 seed: Some(seed),
                 out: run.clone(),
                 device: a.device.clone(),
+                devices: a.devices.clone(),
                 resume: run.join("checkpoint").exists(),
                 tui: false,
             })?;
@@ -191,7 +203,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
             factor: None,
             buckets: 16,
             query_block: 512,
-            device: a.device.clone(),
+            device: eval_device.clone(),
             // ≥ 20 prompts per reported cell (per run: 3 depths × 10; copy: 8 per distance)
             passkey_trials: 10,
             depths: vec![0.0, 0.5, 1.0],
@@ -208,7 +220,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
                 run: run.clone(),
                 lengths: vec![1, 2],
                 windows: 4,
-                device: a.device.clone(),
+                device: eval_device.clone(),
             })?;
         }
         if shard.is_some() {
@@ -256,9 +268,11 @@ fn zoo_args(a: &CompareArgs, sweep: &SweepPlan, preset: &Path) -> Result<Vec<Str
         join(a.lengths.iter().map(|l| l.to_string()).collect()),
         "--out".into(),
         std::path::absolute(&a.out)?.display().to_string(),
-        "--device".into(),
-        a.device.clone(),
     ];
+    match &a.devices {
+        Some(d) => args.extend(["--devices".into(), d.clone()]),
+        None => args.extend(["--device".into(), a.device.clone()]),
+    }
     for (flag, value) in [
         ("--data", sweep.data.as_ref().map(|p| p.display().to_string())),
         ("--tokenizer", sweep.tokenizer.clone()),

@@ -96,5 +96,14 @@ fn devices() -> anyhow::Result<()> {
     }
     let (_, picked) = device::select("auto")?;
     println!("auto ->  {picked}");
+    for (name, on) in device::compiled() {
+        if on && !matches!(name, "flex" | "ndarray" | "cpu" | "webgpu") {
+            let found = device::enumerate(name);
+            println!("{name}: {} device(s)", found.len());
+            for (i, d) in found.iter().enumerate() {
+                println!("  {name}:{i:<3} {d:?}");
+            }
+        }
+    }
     Ok(())
 }

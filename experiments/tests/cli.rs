@@ -2,22 +2,11 @@
 //! resume, and one-line errors (exit code 1, no panic) for bad input.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{MICRO, run, tmp, zoo};
-
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "no panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "one error line: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{}` lacks `{n}`", lines[0]);
-    }
-}
+use common::{MICRO, assert_one_line_error, run, tmp, zoo};
 
 #[test]
 fn inspect_json_is_machine_readable() {

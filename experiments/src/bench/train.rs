@@ -62,7 +62,7 @@ pub fn train(a: TrainBenchArgs) -> Result<()> {
     cfg.validate()?;
     let ad = device.clone().autodiff();
     ad.seed(0);
-    // `zoo train`'s own step: TrainStep (global clip) and the grouped AdamW.
+    // `zoo train`'s own step: TrainStep, then its optimize (global clip, grouped AdamW).
     let t = crate::train::RunConfig::default().train;
     let mut model = pezoo_models::Lm::new(&cfg, &ad)?.with_grad_clip(t.grad_clip);
     let mut optim = crate::train::optimizer(&t);
@@ -72,7 +72,7 @@ pub fn train(a: TrainBenchArgs) -> Result<()> {
     let batch = pezoo_models::LmBatcher.batch(items, &ad);
     let mut step = || {
         let out = TrainStep::step(&model, batch.clone());
-        model = optim.step(3e-4, model.clone(), out.grads);
+        model = TrainStep::optimize(model.clone(), &mut optim, 3e-4.into(), out.grads);
     };
     let t = median(&ad, a.warmup, a.steps, &mut step)?;
     let tokens = (a.shape.batch * a.shape.seq) as f64 / t;

@@ -18,8 +18,11 @@ use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use burn::train::metric::{LearningRateMetric, LossMetric};
-use burn::train::{Interrupter, Learner, SupervisedTraining};
+use burn::train::{
+    ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining, TrainingStrategy,
+};
 use clap::Args;
 use pezoo_encodings::EncodingConfig;
 use pezoo_models::{
@@ -52,9 +55,14 @@ pub struct TrainArgs {
     /// Output directory (config.toml, metrics.csv, checkpoint/, model.safetensors).
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// auto | flex | ndarray | wgpu | cuda | … (see `zoo devices`).
+    /// auto | flex | ndarray | wgpu | cuda | … , optionally indexed: cuda:1 (see `zoo devices`).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Data-parallel training on several devices of one backend: a list (cuda:0,cuda:1) or
+    /// `all`. The global batch stays the config's (batch_size × grad_accum sequences per step,
+    /// split evenly over the devices), so the run is the same run as on one device.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Continue from the last complete checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -327,6 +335,55 @@ pub fn lr_schedule(t: &config::TrainConfig) -> Result<ModuleLrScheduler> {
 
 /// AdamW with parameter groups: decay on weight matrices and embeddings only
 /// ([`pezoo_models::DECAY_PATTERN`]); norms, biases and encoding parameters take none.
+/// How a step is spread over several devices.
+struct DataParallel {
+    devices: usize,
+    strategy: ExecutionStrategy,
+    banner: String,
+}
+
+/// burn-train's strategy for `devices` (None for one): DDP (NCCL all-reduce, summing) on CUDA,
+/// otherwise multi-device with the optimizer on the first device. Either way each device
+/// computes its share of the step's sequences with its loss weighted by that share, so the
+/// summed gradient is the single-device one; the clip and the optimizer step run once on it.
+fn data_parallel(devices: &[(Device, String)], per_step: usize) -> Result<Option<DataParallel>> {
+    let n = devices.len();
+    if n == 1 {
+        return Ok(None);
+    }
+    if !per_step.is_multiple_of(n) {
+        bail!(
+            "--devices: {n} devices cannot share a step of {per_step} sequences (train.batch_size × train.grad_accum) evenly; use a device count that divides {per_step}"
+        );
+    }
+    let names: Vec<&str> = devices.iter().map(|(_, p)| p.as_str()).collect();
+    let list: Vec<Device> = devices.iter().map(|(d, _)| d.clone()).collect();
+    let cuda = names.iter().all(|p| p.starts_with("cuda"));
+    let (strategy, how) = if cuda {
+        let config = DistributedConfig { all_reduce_op: ReduceOperation::Sum };
+        (ExecutionStrategy::ddp(list, config), "DDP (NCCL all-reduce)")
+    } else {
+        (
+            ExecutionStrategy::multi(list, MultiDeviceOptim::OptimMainDevice),
+            "multi-device (optimizer on the first)",
+        )
+    };
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    let same = if unique.len() < n {
+        "; a device listed twice shares its compute, so this exercises the path without a speed-up"
+    } else {
+        ""
+    };
+    let banner = format!(
+        "data parallel over {n} devices ({}), {how}: global batch {per_step} sequences = {} per device × {n}, gradients summed and applied once per step{same}",
+        names.join(", "),
+        per_step / n
+    );
+    Ok(Some(DataParallel { devices: n, strategy, banner }))
+}
+
 pub fn optimizer(t: &config::TrainConfig) -> burn::optim::ModuleOptimizer {
     AdamWConfig::new().with_weight_decay(0.0).init().with_group(
         Lm::decay_group(),
@@ -385,7 +442,12 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         );
     }
     let t = &cfg.train;
-    let (device, picked) = crate::device::select(&args.device)?;
+    let devices = match &args.devices {
+        Some(list) => crate::device::select_many(list)?,
+        None => vec![crate::device::select(&args.device)?],
+    };
+    let (device, picked) = devices[0].clone();
+    let parallel = data_parallel(&devices, t.batch_size * t.grad_accum)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = toml::to_string(&cfg).context("serialising the resolved config")?;
     let plan = StepPlan {
@@ -450,7 +512,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let valid = SequentialWindows::new(valid_tokens.clone(), seq, t.valid_batches * t.batch_size);
     let dl_valid = DataLoaderBuilder::new(LmBatcher).batch_size(t.batch_size).build(valid);
 
-    device.seed(t.seed);
+    for (d, _) in &devices {
+        d.seed(t.seed);
+    }
     let ad = device.clone().autodiff();
     let model = Lm::new(&cfg.model, &ad)?.with_grad_clip(t.grad_clip);
     let params = model.num_params(); // the LM's and the encoding's parameters
@@ -465,6 +529,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         seq
     );
 
+    if let Some(p) = &parallel {
+        println!("{}", p.banner);
+    }
     let served = dl_train.served();
     let mut training = SupervisedTraining::new(&out, Arc::new(dl_train), dl_valid)
         .metric_train_numeric(LossMetric::new())
@@ -476,6 +543,10 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     if let Some(e) = resume_from {
         training = training.checkpoint(e);
     }
+    let events_per_step = parallel.as_ref().map_or(1, |p| p.devices);
+    if let Some(p) = parallel {
+        training = training.with_training_strategy(TrainingStrategy::Default(p.strategy));
+    }
     use std::io::IsTerminal;
     if !(args.tui && std::io::stdout().is_terminal()) {
         training = training.renderer(Box::new(renderer::LineRenderer::new(
@@ -485,6 +556,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
             t.log_every,
             plan,
             done,
+            events_per_step,
         )));
     }
     let started = Instant::now();

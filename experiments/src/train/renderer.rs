@@ -28,6 +28,9 @@ pub struct LineRenderer {
     /// The step the run (re)started at, and the one the current training epoch started at.
     first_step: usize,
     epoch_from: Option<usize>,
+    /// Items reported per step (one per device), and how many of the current step arrived.
+    events_per_step: usize,
+    events: (usize, usize),
     split: String,
     split_items: usize,
     train_step: usize,
@@ -46,6 +49,7 @@ impl LineRenderer {
         every: usize,
         plan: StepPlan,
         first_step: usize,
+        events_per_step: usize,
     ) -> Self {
         if !csv.exists() {
             let _ = std::fs::write(&csv, "step,split,loss,perplexity,lr,tokens_per_s\n");
@@ -61,6 +65,8 @@ impl LineRenderer {
             plan,
             first_step,
             epoch_from: None,
+            events_per_step: events_per_step.max(1),
+            events: (usize::MAX, 0),
             split: String::new(),
             split_items: 0,
             train_step,
@@ -156,6 +162,7 @@ impl TrainingProgressLogger for LineRenderer {
             self.epoch_from = Some(self.epoch_from.map_or(self.first_step, |f| self.plan.epoch_end(f)));
         }
         self.split_items = 0;
+        self.events = (usize::MAX, 0);
         self.last_print = (Instant::now(), 0);
         (self.loss_sum, self.loss_count) = (0.0, 0.0);
     }
@@ -165,8 +172,17 @@ impl TrainingProgressLogger for LineRenderer {
             // epochs may start anywhere (a run stopped by a signal resumes mid-interval); lines
             // fall on multiples of `every`, as in an uninterrupted run
             self.train_step = self.epoch_from.unwrap_or(0) + items_processed / self.items_per_step.max(1);
+            // with data parallelism each device reports the step (same progress): the line
+            // waits for the last, so it holds every device's loss of its steps
+            self.events = match self.events {
+                (i, k) if i == items_processed => (i, k + 1),
+                _ => (items_processed, 1),
+            };
             let (t0, i0) = self.last_print;
-            if items_processed > i0 && self.train_step.is_multiple_of(self.every) {
+            if items_processed > i0
+                && self.events.1 == self.events_per_step
+                && self.train_step.is_multiple_of(self.every)
+            {
                 let dt = t0.elapsed().as_secs_f64();
                 self.tokens_per_s = ((items_processed - i0) * self.tokens_per_item) as f64 / dt.max(1e-9);
                 self.last_print = (Instant::now(), items_processed);

@@ -37,3 +37,16 @@ valid_batches = 2
 synthetic_docs = 20
 synthetic_doc_len = 800
 "#;
+
+/// Exit code 1, no panic, exactly one `error:` line, holding every needle.
+#[allow(dead_code)] // not every test binary checks errors
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{}` lacks `{n}`", lines[0]);
+    }
+}

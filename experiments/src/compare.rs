@@ -153,6 +153,12 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
             a.out.display(),
             runs.len()
         );
+        if a.slurm.gpus_per_task > 1 && a.devices.is_none() {
+            println!(
+                "note: --gpus-per-task {} without --devices: each run trains on one of them; add --devices all to train data-parallel on all",
+                a.slurm.gpus_per_task
+            );
+        }
         return Ok(None);
     }
     let total = runs.len();

@@ -173,7 +173,7 @@ pub fn write(
     seeds: u64,
 ) -> Result<PathBuf> {
     csvs::write_csvs(out, runs, encodings, lengths)?;
-    plot_all(out, encodings, lengths, runs)?;
+    plot_all(out, encodings, lengths, runs, seeds)?;
     let mut md = format!(
         "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Perplexity and attention: \
          mean ± half-range over the {seeds} seeds. Retrieval: pooled counts with 95% Wilson intervals \
@@ -270,75 +270,114 @@ fn pair_section(md: &mut String, runs: &[RunResults]) {
 /// (x, y) points of one curve.
 type Points = Vec<(f64, f64)>;
 
-fn plot_all(out: &Path, encodings: &[String], lengths: &[usize], runs: &[RunResults]) -> Result<()> {
-    let series = |f: &dyn Fn(&str) -> Vec<(f64, f64)>| -> Vec<Series> {
-        encodings.iter().map(|e| Series::new(e.as_str(), f(e))).collect()
+/// The mean over seeds of per-seed curves at each x any of them has, and the seeds' min–max
+/// band there (points are matched by x, so a seed missing a point leaves the others' in place).
+fn mean_and_band(curves: &[Points]) -> (Points, Vec<(f64, f64, f64)>) {
+    let mut at: Vec<(f64, Vec<f64>)> = Vec::new();
+    for &(x, y) in curves.iter().flatten().filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        match at.iter_mut().find(|(ax, _)| *ax == x) {
+            Some((_, v)) => v.push(y),
+            None => at.push((x, vec![y])),
+        }
+    }
+    at.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let line = at.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len() as f64)).collect();
+    let band = at
+        .iter()
+        .map(|(x, v)| {
+            (
+                *x,
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            )
+        })
+        .collect();
+    (line, band)
+}
+
+fn plot_all(
+    out: &Path,
+    encodings: &[String],
+    lengths: &[usize],
+    runs: &[RunResults],
+    seeds: u64,
+) -> Result<()> {
+    // every line is the mean over seeds, its band the seeds' min–max
+    let series = |f: &dyn Fn(&RunResults) -> Option<Points>| -> Vec<Series> {
+        encodings
+            .iter()
+            .map(|e| {
+                let curves: Vec<Points> = runs.iter().filter(|r| &r.encoding == e).filter_map(f).collect();
+                let (line, band) = mean_and_band(&curves);
+                Series::new(e.as_str(), line).with_band(band)
+            })
+            .collect()
     };
+    let spread =
+        if seeds > 1 { format!(" (mean of {seeds} seeds; band: min–max)") } else { " (1 seed)".into() };
     let axes = |title: &str, x: &str, y: &str, log_x: bool, log_y: bool| Axes {
-        title: title.into(),
+        title: format!("{title}{spread}"),
         x: x.into(),
         y: y.into(),
         log_x,
         log_y,
+        ..Axes::default()
     };
-    let ppl_pts = |e: &str| {
-        lengths.iter().filter_map(|&m| Some((m as f64, mean_over(runs, e, |r| ppl(r, m))?))).collect()
-    };
+    let ppl_pts =
+        |r: &RunResults| Some(lengths.iter().filter_map(|&m| Some((m as f64, ppl(r, m)?))).collect());
     lines(
         &out.join("ppl_vs_length.svg"),
-        &axes("perplexity vs length", "length (× training length)", "perplexity", true, true),
+        &Axes {
+            x_ticks: Some(lengths.iter().map(|&m| m as f64).collect()),
+            x_suffix: "×".into(),
+            ..axes(
+                "perplexity vs length",
+                "length (× training length, log scale)",
+                "perplexity (log scale)",
+                true,
+                true,
+            )
+        },
         &series(&ppl_pts),
     )?;
     // loss by position at the longest length every run reached; bucket centres in tokens
     let longest = lengths.iter().rev().copied().find(|&m| runs.iter().all(|r| length_of(r, m).is_some()));
-    let curve = |e: &str, f: &dyn Fn(&RunResults) -> Option<Points>| -> Points {
-        let all: Vec<Points> = runs.iter().filter(|r| r.encoding == e).filter_map(f).collect();
-        let n = all.iter().map(|c| c.len()).min().unwrap_or(0);
-        (0..n).filter_map(|i| Some((all[0][i].0, mean(all.iter().map(|c| c[i].1))?))).collect()
-    };
     if let Some(m) = longest {
-        let per_pos = |e: &str| {
-            curve(e, &|r| {
-                let l = r.eval.iter().find(|l| l.multiple == m)?;
-                let w = l.length as f64 / l.per_position.len() as f64;
-                Some(l.per_position.iter().enumerate().map(|(b, &v)| ((b as f64 + 0.5) * w, v)).collect())
-            })
+        let per_pos = |r: &RunResults| {
+            let l = r.eval.iter().find(|l| l.multiple == m)?;
+            let w = l.length as f64 / l.per_position.len() as f64;
+            Some(l.per_position.iter().enumerate().map(|(b, &v)| ((b as f64 + 0.5) * w, v)).collect())
         };
-        let title = format!("loss by position at {m}× the training length");
+        let title = format!("loss by position at {m}×");
         lines(
             &out.join("per_position.svg"),
             &axes(&title, "position", "loss (nats)", false, false),
             &series(&per_pos),
         )?;
-        let copy_pts = |e: &str| {
-            curve(e, &|r| {
-                let len = length_of(r, m)?;
-                Some(
-                    r.copy
-                        .iter()
-                        .filter(|c| c.length == len)
-                        .map(|c| (c.distance as f64, c.accuracy))
-                        .collect(),
-                )
-            })
+        let copy_pts = |r: &RunResults| {
+            let len = length_of(r, m)?;
+            Some(r.copy.iter().filter(|c| c.length == len).map(|c| (c.distance as f64, c.accuracy)).collect())
         };
-        let title = format!("copy accuracy vs distance ({m}× prompts)");
+        let title = format!("copy accuracy vs distance at {m}×");
         lines(
             &out.join("copy.svg"),
-            &axes(&title, "span distance (tokens)", "exact match", true, false),
+            &axes(&title, "span distance (tokens, log scale)", "exact match", true, false),
             &series(&copy_pts),
         )?;
     }
-    let by_d = |e: &str| {
-        curve(e, &|r| {
-            let a = r.analyze.first()?;
-            Some(a.by_distance.iter().enumerate().skip(1).map(|(d, &w)| (d as f64, w)).collect())
-        })
+    let by_d = |r: &RunResults| {
+        let a = r.analyze.first()?;
+        Some(a.by_distance.iter().enumerate().skip(1).map(|(d, &w)| (d as f64, w)).collect())
     };
-    let title = "mean attention weight by distance (training length)";
     lines(
         &out.join("attention_by_distance.svg"),
-        &axes(title, "distance Δ", "weight", true, true),
+        &axes(
+            "attention weight by distance at 1×",
+            "distance Δ (log scale)",
+            "weight (log scale)",
+            true,
+            true,
+        ),
         &series(&by_d),
     )?;
     let maps: Vec<Heatmap> = encodings

@@ -50,6 +50,8 @@ pub fn enumerate(name: &str) -> Vec<Device> {
         "vulkan" => Device::enumerate(DeviceType::Vulkan),
         #[cfg(feature = "metal")]
         "metal" => Device::enumerate(DeviceType::Metal),
+        #[cfg(feature = "webgpu")]
+        "webgpu" => Device::enumerate(DeviceType::WebGpu),
         _ => return Vec::new(),
     };
     devices.into_vec()

@@ -97,7 +97,7 @@ fn devices() -> anyhow::Result<()> {
     let (_, picked) = device::select("auto")?;
     println!("auto ->  {picked}");
     for (name, on) in device::compiled() {
-        if on && !matches!(name, "flex" | "ndarray" | "cpu" | "webgpu") {
+        if on && !matches!(name, "flex" | "ndarray" | "cpu") {
             let found = device::enumerate(name);
             println!("{name}: {} device(s)", found.len());
             for (i, d) in found.iter().enumerate() {

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
@@ -75,6 +75,9 @@ pub type EpochEnd = Arc<dyn Fn(usize, usize) + Send + Sync>;
 /// end/n` of the step, `n` = [`DataLoader::num_items`]), weighted by its share of the step, so
 /// the devices' gradients sum to the single-device gradient of the same global batch. Every
 /// copy shares one step counter and one decision per step: all devices run a step or none does.
+/// Epochs are opened (planned, or halted after a stop) by the main copy only — the one serving
+/// the step's first sequences, on the device burn-train validates and checkpoints on — after
+/// its checkpoint; the other copies wait for it (with DDP they run in their own threads).
 pub struct TrainLoader {
     tokens: Arc<Vec<u32>>,
     seq_len: usize,
@@ -85,7 +88,7 @@ pub struct TrainLoader {
     next_epoch: Arc<AtomicUsize>,
     /// Steps served (started) over the run, and the epoch under way: shared by every copy.
     served: Arc<AtomicUsize>,
-    current: Arc<Mutex<EpochState>>,
+    current: Arc<(Mutex<EpochState>, Condvar)>,
     /// The sequences of each step this copy serves (all of them unless sliced).
     items: Range<usize>,
     stop: Option<EarlyStop>,
@@ -93,7 +96,7 @@ pub struct TrainLoader {
     device: Device,
 }
 
-/// The epoch under way, as decided by the first copy that opened it.
+/// The epoch under way, as planned by the main copy.
 #[derive(Debug, Clone, Copy, Default)]
 struct EpochState {
     epoch: usize,
@@ -122,7 +125,10 @@ impl TrainLoader {
             seed,
             next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
             served: Arc::new(AtomicUsize::new(done.min(plan.steps))),
-            current: Arc::new(Mutex::new(EpochState { epoch: first_epoch - 1, ..Default::default() })),
+            current: Arc::new((
+                Mutex::new(EpochState { epoch: first_epoch - 1, ..Default::default() }),
+                Condvar::new(),
+            )),
             items: 0..plan.items_per_step(),
             stop: None,
             on_epoch_end: None,
@@ -154,7 +160,12 @@ impl TrainLoader {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, EpochState> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+        self.current.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The copy that opens epochs: the one serving each step's first sequences.
+    fn is_main(&self) -> bool {
+        self.items.start == 0
     }
 
     /// Window start of sequence `item` of global optimizer step `step` (0-based over the run).
@@ -174,7 +185,9 @@ impl TrainLoader {
             })
             .collect();
         let mut batch = LmBatcher.batch(items, &self.device);
-        batch.micro_batches = self.plan.grad_accum;
+        // micro-batches of at most `batch_size` sequences, as on one device (a device's share
+        // needs fewer of them: with DDP every backward is an all-reduce)
+        batch.micro_batches = self.items.len().div_ceil(self.plan.batch_size.max(1)).max(1);
         batch.loss_weight = self.items.len() as f64 / self.plan.items_per_step() as f64;
         batch
     }
@@ -198,6 +211,7 @@ impl TrainLoader {
 
 struct EpochIter<'a> {
     loader: &'a TrainLoader,
+    epoch: usize,
     step: usize,
     from: usize,
     end: usize,
@@ -216,6 +230,12 @@ impl Iterator for EpochIter<'_> {
             // request ends the epoch there (at least one step in: an empty epoch would
             // checkpoint twice), unless another copy has already started that step
             let mut st = loader.state();
+            if st.epoch != self.epoch {
+                // the main copy has opened the next epoch: this one ended (at a step every
+                // copy has served, since all run each step)
+                self.ended = true;
+                return None;
+            }
             let started = loader.served.load(Ordering::SeqCst);
             if self.step < st.end && self.step > st.from && self.step >= started && loader.stop_requested() {
                 st.end = self.step;
@@ -250,8 +270,8 @@ impl DataLoader<LmBatch> for TrainLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<LmBatch> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
         let mut st = self.state();
-        if st.epoch < epoch {
-            // the first copy to open this epoch plans it for all
+        if self.is_main() {
+            assert_eq!(st.epoch + 1, epoch, "the main training loader opens epochs in order");
             let from = self.served.load(Ordering::SeqCst);
             let mut end = self.plan.epoch_end(from);
             if self.stop_requested() {
@@ -259,10 +279,16 @@ impl DataLoader<LmBatch> for TrainLoader {
                 end = from;
             }
             *st = EpochState { epoch, from, end, closed: false };
+            self.current.1.notify_all();
+        } else {
+            // wait for the main copy to open this epoch (it validates and checkpoints first)
+            while st.epoch < epoch {
+                st = self.current.1.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            assert_eq!(st.epoch, epoch, "a copy of the training loader fell an epoch behind");
         }
-        debug_assert_eq!(st.epoch, epoch, "every copy serves the same epoch");
         let (from, end) = (st.from, st.end);
-        Box::new(EpochIter { loader: self, step: from, from, end, ended: false })
+        Box::new(EpochIter { loader: self, epoch, step: from, from, end, ended: false })
     }
 
     fn num_items(&self) -> usize {
@@ -278,8 +304,13 @@ impl DataLoader<LmBatch> for TrainLoader {
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<LmBatch>> {
         let n = self.num_items().max(1);
         let at = |i: usize| self.items.start + i.min(n) * self.items.len() / n;
+        let items = at(start)..at(end.max(start));
+        assert!(
+            !items.is_empty(),
+            "TrainLoader::slice({start}, {end}): a device would get no sequence of a step"
+        );
         let epoch = Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)));
-        Arc::new(self.copy(epoch, at(start)..at(end.max(start)), &self.device))
+        Arc::new(self.copy(epoch, items, &self.device))
     }
 }
 

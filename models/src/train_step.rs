@@ -152,26 +152,41 @@ impl TrainStep for Lm {
     }
 }
 
-/// [`clip_grad_norm`] over gradients split across devices: one global norm (summed on the
-/// first part's device), every part scaled by the same coefficient.
+/// [`clip_grad_norm`] over gradients split across devices, whose sum is the step's gradient
+/// (burn's sharded optimizer adds the parts): the norm of the per-parameter sum (gathered on
+/// the first part's device), every part scaled by the same coefficient.
 fn clip_grad_norm_multi<M: Module>(module: &M, grads: &mut MultiGradientsParams, max_norm: f64) {
     let Some(main) = grads.grads.first().map(|(_, d)| d.clone()) else { return };
-    let mut total: Option<Tensor<1>> = None;
+    let mut sum = GradientsParams::new();
     for (g, _) in &grads.grads {
-        let mut v = SquaredNorm { grads: g, total: None };
-        module.visit(&mut v);
-        if let Some(sq) = v.total {
-            let sq = sq.to_device(&main);
-            total = Some(match total.take() {
-                Some(t) => t + sq,
-                None => sq,
-            });
-        }
+        module.visit(&mut SumInto { from: g, into: &mut sum, device: &main });
     }
-    let Some(total) = total else { return };
+    let mut v = SquaredNorm { grads: &sum, total: None };
+    module.visit(&mut v);
+    let Some(total) = v.total else { return };
     let coef = total.sqrt().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
     for (g, device) in grads.grads.iter_mut() {
         module.visit(&mut Scale { grads: g, coef: coef.clone().to_device(device) });
+    }
+}
+
+/// Adds every gradient of `from` into `into`, on `device`.
+struct SumInto<'a> {
+    from: &'a GradientsParams,
+    into: &'a mut GradientsParams,
+    device: &'a Device,
+}
+
+impl ModuleVisitor for SumInto<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.from.get::<D>(param.id) {
+            let g = g.to_device(self.device);
+            let g = match self.into.remove::<D>(param.id) {
+                Some(acc) => acc + g,
+                None => g,
+            };
+            self.into.register::<D>(param.id, g);
+        }
     }
 }
 

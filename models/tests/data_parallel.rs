@@ -62,7 +62,7 @@ fn slices_serve_disjoint_parts_of_every_step_that_make_the_single_batch() {
         assert_eq!(parts.concat(), rows(&whole.batch(s)), "step {s}: the slices make the single batch");
         for b in step {
             assert!((b.loss_weight - 1.0 / 3.0).abs() < 1e-12);
-            assert_eq!(b.micro_batches, 2);
+            assert_eq!(b.micro_batches, 1, "2 sequences fit one micro-batch of batch_size 3");
         }
     }
     assert_eq!(slices[0].iter().count(), 0, "the run is over");
@@ -153,4 +153,142 @@ fn device_gradients_weighted_by_their_share_sum_to_the_whole_batch_gradient() {
     let whole_loss = whole.item.loss.into_scalar::<f32>() as f64;
     assert!(((losses[0] + losses[1]) / 2.0 - whole_loss).abs() < 1e-5, "{losses:?} vs {whole_loss}");
     assert!((losses[0] - losses[1]).abs() > 1e-4, "the halves are different data");
+}
+
+/// A barrier that panics instead of hanging when a party never arrives (a copy that served
+/// another number of steps than the others).
+struct Lockstep {
+    state: Mutex<(usize, usize)>, // (generation, arrived)
+    cv: std::sync::Condvar,
+    parties: usize,
+}
+
+impl Lockstep {
+    fn wait(&self, what: &str) {
+        let mut st = self.state.lock().unwrap();
+        let generation = st.0;
+        st.1 += 1;
+        if st.1 == self.parties {
+            *st = (generation + 1, 0);
+            self.cv.notify_all();
+            return;
+        }
+        while st.0 == generation {
+            let (next, timeout) = self.cv.wait_timeout(st, std::time::Duration::from_secs(10)).unwrap();
+            st = next;
+            assert!(!timeout.timed_out() || st.0 != generation, "{what}: a device never joined the step");
+        }
+    }
+}
+
+/// burn-train's DDP runs each device's loop in its own thread, every step ending in an
+/// all-reduce (here a barrier) and the main device validating and checkpointing between epochs
+/// (here a sleep) while the others race ahead: every device must still serve the same steps in
+/// every epoch, and a stop must end all of them at one step, halted by the main device only.
+#[test]
+fn threads_in_lockstep_serve_the_same_steps_per_epoch_and_stop_together() {
+    let plan = StepPlan { steps: 23, steps_per_epoch: 5, batch_size: 2, grad_accum: 2 };
+    let requested = Arc::new(AtomicBool::new(false));
+    let halted_by = Arc::new(Mutex::new(Vec::new()));
+    let ends = Arc::new(Mutex::new(Vec::new()));
+    let (h, e) = (halted_by.clone(), ends.clone());
+    let l = loader(plan)
+        .with_early_stop(EarlyStop {
+            requested: requested.clone(),
+            halt: Arc::new(move || {
+                h.lock().unwrap().push(std::thread::current().name().unwrap().to_string())
+            }),
+        })
+        .on_epoch_end(Arc::new(move |epoch, step| e.lock().unwrap().push((epoch, step))));
+    let dev = Device::flex();
+    let slices = split_dataloader(Arc::new(l), &[dev.clone(), dev.clone(), dev]);
+    let step = Arc::new(Lockstep { state: Mutex::new((0, 0)), cv: std::sync::Condvar::new(), parties: 3 });
+    let handles: Vec<_> = slices
+        .into_iter()
+        .enumerate()
+        .map(|(k, slice)| {
+            let (step, requested) = (step.clone(), requested.clone());
+            std::thread::Builder::new()
+                .name(format!("device{k}"))
+                .spawn(move || {
+                    let mut per_epoch = Vec::new();
+                    for _ in 0..6 {
+                        let mut served = 0;
+                        for b in slice.iter() {
+                            b.unwrap();
+                            served += 1;
+                            step.wait("a step");
+                            if k == 1 {
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                            if k == 0 && per_epoch.len() == 3 && served == 2 {
+                                requested.store(true, Ordering::SeqCst); // mid-epoch 4
+                            }
+                        }
+                        per_epoch.push(served);
+                        if k == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(20)); // validation
+                        }
+                    }
+                    per_epoch
+                })
+                .unwrap()
+        })
+        .collect();
+    let served: Vec<Vec<usize>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(served[0], [5, 5, 5, 3, 0, 0], "three whole epochs, the stopped one, then halted ones");
+    assert!(served.iter().all(|s| *s == served[0]), "every device served the same steps: {served:?}");
+    assert_eq!(*ends.lock().unwrap(), vec![(1, 5), (2, 10), (3, 15), (4, 18)]);
+    let halts = halted_by.lock().unwrap();
+    assert!(!halts.is_empty() && halts.iter().all(|t| t == "device0"), "halted by {halts:?}");
+}
+
+#[test]
+fn the_sharded_optimizer_step_clips_the_norm_of_the_summed_gradient() {
+    use burn::optim::{MultiGradientsParams, SgdConfig};
+    let dev = Device::flex().autodiff();
+    dev.seed(8);
+    let m = Lm::new(&tiny(), &dev).unwrap();
+    let plan = StepPlan { steps: 1, steps_per_epoch: 1, batch_size: 4, grad_accum: 1 };
+    let single = TrainLoader::new(
+        Arc::new((0..3_000u32).map(|i| (i * 17 + i / 5) % 256).collect()),
+        12,
+        plan,
+        2,
+        (1, 0),
+        &dev,
+    );
+    let whole = TrainStep::step(&m, single.batch(0)).grads;
+    let norm: f64 = grads(&m, &whole).iter().flatten().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let max = norm / 3.0;
+    let slices = split_dataloader(Arc::new(single), &[dev.clone(), dev.clone()]);
+    let parts: Vec<_> = slices
+        .iter()
+        .map(|s| (TrainStep::step(&m, s.iter().next().unwrap().unwrap()).grads, dev.clone()))
+        .collect();
+    let clipped = m.clone().with_grad_clip(max);
+    let a = TrainStep::optimize(clipped.clone(), &mut SgdConfig::new().init(), 1.0.into(), whole);
+    let b = TrainStep::optimize_multi(
+        clipped,
+        &mut SgdConfig::new().init(),
+        1.0.into(),
+        MultiGradientsParams { grads: parts },
+    );
+    let values = |m: &Lm| -> Vec<f32> {
+        struct V(Vec<f32>);
+        impl ModuleVisitor for V {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+            }
+        }
+        let mut v = V(Vec::new());
+        m.visit(&mut v);
+        v.0
+    };
+    let (before, x, y) = (values(&m), values(&a), values(&b));
+    let moved: f64 = before.iter().zip(&x).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>().sqrt();
+    assert!((moved - max).abs() < 1e-3 * max, "the single step moved {moved}, the clip is {max}");
+    for (u, v) in x.iter().zip(&y) {
+        assert!((u - v).abs() <= 1e-6 + 1e-4 * u.abs(), "{u} vs {v}");
+    }
 }

@@ -333,8 +333,6 @@ pub fn lr_schedule(t: &config::TrainConfig) -> Result<ModuleLrScheduler> {
     .map_err(|e| anyhow::anyhow!("learning-rate schedule: {e}"))
 }
 
-/// AdamW with parameter groups: decay on weight matrices and embeddings only
-/// ([`pezoo_models::DECAY_PATTERN`]); norms, biases and encoding parameters take none.
 /// How a step is spread over several devices.
 struct DataParallel {
     devices: usize,
@@ -358,8 +356,11 @@ fn data_parallel(devices: &[(Device, String)], per_step: usize) -> Result<Option
     }
     let names: Vec<&str> = devices.iter().map(|(_, p)| p.as_str()).collect();
     let list: Vec<Device> = devices.iter().map(|(d, _)| d.clone()).collect();
+    // the same device twice (`cuda,cuda:0` too): compared as devices, not as names
+    let repeated = list.iter().enumerate().any(|(i, d)| list[..i].contains(d));
     let cuda = names.iter().all(|p| p.starts_with("cuda"));
-    let (strategy, how) = if cuda {
+    // NCCL needs distinct GPUs: a repeated device takes the multi-device path
+    let (strategy, how) = if cuda && !repeated {
         let config = DistributedConfig { all_reduce_op: ReduceOperation::Sum };
         (ExecutionStrategy::ddp(list, config), "DDP (NCCL all-reduce)")
     } else {
@@ -368,10 +369,7 @@ fn data_parallel(devices: &[(Device, String)], per_step: usize) -> Result<Option
             "multi-device (optimizer on the first)",
         )
     };
-    let mut unique = names.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    let same = if unique.len() < n {
+    let same = if repeated {
         "; a device listed twice shares its compute, so this exercises the path without a speed-up"
     } else {
         ""
@@ -384,6 +382,8 @@ fn data_parallel(devices: &[(Device, String)], per_step: usize) -> Result<Option
     Ok(Some(DataParallel { devices: n, strategy, banner }))
 }
 
+/// AdamW with parameter groups: decay on weight matrices and embeddings only
+/// ([`pezoo_models::DECAY_PATTERN`]); norms, biases and encoding parameters take none.
 pub fn optimizer(t: &config::TrainConfig) -> burn::optim::ModuleOptimizer {
     AdamWConfig::new().with_weight_decay(0.0).init().with_group(
         Lm::decay_group(),

@@ -388,6 +388,11 @@ fn compare_micro_writes_every_file_and_resumes() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "an SVG document");
     assert_eq!(svg.matches("<svg").count(), 1);
     assert!(svg.matches("<polyline").count() >= 3, "one line per encoding");
+    // a seed band per encoding, the length axis ticked at the evaluated multiples, seeds named
+    assert_eq!(svg.matches("<polygon").count(), 3, "one min–max band per encoding");
+    assert_svg(&out.join("ppl_vs_length.svg"), &["1×", "2×"]);
+    assert!(svg.contains("mean of 2 seeds"), "the seed count in the title");
+    assert!(report.contains("**What this shows.**") && report.contains("n = 2 per cell"), "{report}");
     // different seeds give different models
     let seed_loss =
         |s: u32| std::fs::read_to_string(out.join("rope").join(format!("seed{s}/eval.json"))).unwrap();

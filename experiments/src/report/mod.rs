@@ -10,6 +10,7 @@ use crate::plots::{Axes, Heatmap, Series, heatmaps, lines};
 use crate::train::write_atomic;
 
 mod csvs;
+mod findings;
 
 /// Mean of `f` over the runs of `enc` where it is defined and finite.
 fn mean_over(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Option<f64> {
@@ -145,19 +146,32 @@ fn start_ratio(r: &RunResults, m: usize) -> Option<f64> {
     )
 }
 
-/// A markdown table: one row per encoding, one column per multiple, mean ± half-range over seeds.
+/// A markdown table: one row per encoding, one column per multiple, mean ± half-range over seeds
+/// (a cell over fewer than `seeds` values says how many).
 fn table(
     md: &mut String,
     encodings: &[String],
     cols: &[usize],
     runs: &[RunResults],
+    seeds: u64,
     f: impl Fn(&RunResults, usize) -> Option<f64>,
 ) {
     let _ = writeln!(md, "| encoding |{}", cols.iter().map(|m| format!(" {m}× |")).collect::<String>());
     let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
     for e in encodings {
-        let cells: String =
-            cols.iter().map(|&m| format!(" {} |", summarise(&values(runs, e, |r| f(r, m))))).collect();
+        let cells: String = cols
+            .iter()
+            .map(|&m| {
+                let v: Vec<f64> =
+                    values(runs, e, |r| f(r, m)).into_iter().filter(|x| x.is_finite()).collect();
+                let n = if v.is_empty() || v.len() as u64 == seeds {
+                    String::new()
+                } else {
+                    format!(" (n={})", v.len())
+                };
+                format!(" {}{n} |", summarise(&v))
+            })
+            .collect();
         let _ = writeln!(md, "| {e} |{cells}");
     }
     md.push('\n');
@@ -183,8 +197,12 @@ pub fn write(
          `<encoding>/seed<k>/`.\n\n",
         encodings.len()
     );
+    let per_cell =
+        format!("Each cell: mean ± half-range over the seeds (n = {seeds} per cell unless marked).\n\n");
     md.push_str("## Perplexity vs length (× training length)\n\n");
-    table(&mut md, encodings, lengths, runs, ppl);
+    md.push_str(&per_cell);
+    table(&mut md, encodings, lengths, runs, seeds, ppl);
+    md.push_str(&findings::perplexity(encodings, lengths, runs));
     md.push_str("Training throughput (tokens/s, mean over seeds):");
     for e in encodings {
         let tps = mean_over(runs, e, |r| Some(r.tokens_per_s)).unwrap_or(f64::NAN);
@@ -195,21 +213,25 @@ pub fn write(
         "## Passkey retrieval (exact match over every depth and seed; [95% Wilson interval], n prompts)\n\n",
     );
     retrieval_table(&mut md, encodings, lengths, runs, passkey_counts);
+    md.push_str(&findings::retrieval(encodings, lengths, runs, passkey_counts));
     md.push_str("![passkey accuracy: length × depth](passkey.svg)\n\n");
     md.push_str(
         "## Copy task (exact span over every distance and seed; [95% Wilson interval], n prompts)\n\n",
     );
     retrieval_table(&mut md, encodings, lengths, runs, copy_counts);
+    md.push_str(&findings::retrieval(encodings, lengths, runs, copy_counts));
     md.push_str("![copy accuracy vs distance](copy.svg)\n\n");
     md.push_str(
         "## Attention by distance: the U-score\n\n(bins 0 + 9) / (bins 4 + 5) of the attention mass by \
          relative key position, last-quarter queries, mean over layers; > 1: U-shaped.\n\n",
     );
-    table(&mut md, encodings, &[1, 2], runs, u_score);
+    md.push_str(&per_cell);
+    table(&mut md, encodings, &[1, 2], runs, seeds, u_score);
+    md.push_str(&findings::u_shape(encodings, runs));
     md.push_str(
         "Its start arm alone, bin 0 / mean(bins 4, 5) (attention sinks; a purely local pattern has none):\n\n",
     );
-    table(&mut md, encodings, &[1, 2], runs, start_ratio);
+    table(&mut md, encodings, &[1, 2], runs, seeds, start_ratio);
     md.push_str("Shape per layer (seed 0; `u-shaped`, `local`, `start`, `flat`: see `experiments/src/analyze.rs`):\n\n");
     for r in runs.iter().filter(|r| r.seed == 0) {
         let per_len: Vec<String> = r

@@ -1,0 +1,213 @@
+//! The report's "What this shows" lines, generated from the numbers, so `report.md` reads on
+//! its own. Each states a comparison and whether the seeds (or the Wilson intervals) separate it.
+
+use crate::compare::RunResults;
+
+use super::{pooled, ppl, u_score, values, wilson};
+
+/// (mean, min, max) over an encoding's seeds of `f`, finite values only.
+fn stats(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Option<(f64, f64, f64)> {
+    let v: Vec<f64> = values(runs, enc, f).into_iter().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (
+            m,
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    })
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+/// Which encodings stay within 10% of their 1× perplexity up to the longest length, and which
+/// has the lowest perplexity at 1× and at the longest length (and whether the seed ranges of
+/// the best two overlap).
+pub fn perplexity(encodings: &[String], lengths: &[usize], runs: &[RunResults]) -> String {
+    let (Some(&first), Some(&last)) = (lengths.first(), lengths.last()) else { return String::new() };
+    let mut out = String::from("**What this shows.** ");
+    if last > first {
+        let (mut within, mut beyond) = (Vec::new(), Vec::new());
+        for e in encodings {
+            let (Some(a), Some(b)) = (stats(runs, e, |r| ppl(r, first)), stats(runs, e, |r| ppl(r, last)))
+            else {
+                continue;
+            };
+            let ratio = b.0 / a.0;
+            if ratio <= 1.1 {
+                within.push(e.clone());
+            } else {
+                beyond.push(format!("{e} (×{ratio:.2})"));
+            }
+        }
+        out.push_str(&format!(
+            "Within 10% of their {first}× perplexity at {last}× (means over seeds): {}; beyond: {}. ",
+            list(&within),
+            list(&beyond)
+        ));
+    }
+    for m in if last > first { vec![first, last] } else { vec![first] } {
+        let mut ranked: Vec<(String, (f64, f64, f64))> =
+            encodings.iter().filter_map(|e| Some((e.clone(), stats(runs, e, |r| ppl(r, m))?))).collect();
+        ranked.sort_by(|a, b| a.1.0.total_cmp(&b.1.0));
+        match ranked.as_slice() {
+            [(best, b), (next, n), ..] => {
+                let sep = if b.2 < n.1 {
+                    "every seed of it below every seed of the next"
+                } else {
+                    "the seed ranges overlap"
+                };
+                out.push_str(&format!(
+                    "Lowest at {m}×: {best} ({:.3}), then {next} ({:.3}): {sep}. ",
+                    b.0, n.0
+                ));
+            }
+            [(best, b)] => out.push_str(&format!("At {m}×: {best} {:.3}. ", b.0)),
+            [] => {}
+        }
+    }
+    out.trim_end().to_string() + "\n\n"
+}
+
+/// The most accurate encoding per length of a retrieval task (pooled counts), and whether its
+/// 95% Wilson interval clears the runner-up's. Empty when every cell is zero (the table's line
+/// says so).
+pub fn retrieval(
+    encodings: &[String],
+    lengths: &[usize],
+    runs: &[RunResults],
+    f: fn(&RunResults, usize) -> Option<(usize, usize)>,
+) -> String {
+    let mut parts = Vec::new();
+    for &m in lengths {
+        let mut cells: Vec<(String, usize, usize)> = encodings
+            .iter()
+            .map(|e| {
+                let (k, n) = pooled(runs, e, m, f);
+                (e.clone(), k, n)
+            })
+            .filter(|c| c.2 > 0)
+            .collect();
+        cells.sort_by(|a, b| (b.1 as f64 / b.2 as f64).total_cmp(&(a.1 as f64 / a.2 as f64)));
+        if let [(best, k, n), rest @ ..] = cells.as_slice() {
+            if *k == 0 {
+                continue;
+            }
+            let sep = match rest.first() {
+                Some((next, k2, n2)) => {
+                    let clear = wilson(*k, *n).0 > wilson(*k2, *n2).1;
+                    format!(
+                        " vs {next} {k2}/{n2}: {}",
+                        if clear { "the intervals do not overlap" } else { "the intervals overlap" }
+                    )
+                }
+                None => String::new(),
+            };
+            parts.push(format!("at {m}× {best} {k}/{n}{sep}"));
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("**What this shows.** Most accurate {}.\n\n", parts.join("; "))
+}
+
+/// Which encodings' attention is U-shaped (U-score > 1) at 1× and 2×: on every seed, on none,
+/// or on some.
+pub fn u_shape(encodings: &[String], runs: &[RunResults]) -> String {
+    let mut parts = Vec::new();
+    for m in [1, 2] {
+        let (mut every, mut none, mut some) = (Vec::new(), Vec::new(), Vec::new());
+        for e in encodings {
+            match stats(runs, e, |r| u_score(r, m)) {
+                Some((_, lo, _)) if lo > 1.0 => every.push(e.clone()),
+                Some((_, _, hi)) if hi <= 1.0 => none.push(e.clone()),
+                Some(_) => some.push(e.clone()),
+                None => {}
+            }
+        }
+        parts.push(format!(
+            "at {m}× on every seed: {}; on none: {}; on some: {}",
+            list(&every),
+            list(&none),
+            list(&some)
+        ));
+    }
+    format!("**What this shows.** U-shaped (U-score > 1) {}.\n\n", parts.join(". U-shaped "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run with perplexity `ppl[i]` at multiple 2^i of a 32-token training length, `k` of 20
+    /// passkey prompts right at 1×, and U-score `u` at 1×.
+    fn run(enc: &str, seed: u64, ppl: &[f64], k: usize, u: f64) -> RunResults {
+        let eval = ppl
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                serde_json::from_value(
+                    serde_json::json!({"multiple": 1 << i, "length": 32 << i, "windows": 1,
+                    "loss": p.ln(), "ppl": p, "per_position": [p.ln()]}),
+                )
+                .unwrap()
+            })
+            .collect();
+        let passkey = vec![crate::passkey::PasskeyCell {
+            length: 32,
+            depth: 0.5,
+            trials: 20,
+            correct: k,
+            accuracy: k as f64 / 20.0,
+        }];
+        let analyze = vec![
+            serde_json::from_value(
+                serde_json::json!({"length": 32, "by_distance": [], "layers": [], "mean_u_score": u}),
+            )
+            .unwrap(),
+        ];
+        RunResults { encoding: enc.into(), seed, eval, passkey, copy: Vec::new(), analyze, tokens_per_s: 1.0 }
+    }
+
+    #[test]
+    fn findings_state_what_the_numbers_show_and_whether_seeds_separate_it() {
+        let encs: Vec<String> = ["rope", "alibi", "nope"].map(String::from).to_vec();
+        let runs = vec![
+            run("rope", 0, &[10.0, 30.0], 18, 1.2),
+            run("rope", 1, &[10.4, 34.0], 17, 1.3),
+            run("alibi", 0, &[10.6, 10.8], 6, 0.9),
+            run("alibi", 1, &[11.0, 11.4], 5, 1.1),
+            run("nope", 0, &[12.0, 40.0], 0, 0.8),
+            run("nope", 1, &[12.2, 44.0], 0, 0.7),
+        ];
+        let p = perplexity(&encs, &[1, 2], &runs);
+        // alibi: 11.1 / 10.8 = 1.03; rope 32 / 10.2 = 3.14; nope 42 / 12.1 = 3.47
+        assert!(p.contains("at 2× (means over seeds): alibi; beyond: rope (×3.14), nope (×3.47)"), "{p}");
+        // 1×: rope 10.0–10.4 vs alibi 10.6–11.0: separated; 2×: alibi then rope, separated too
+        assert!(
+            p.contains("Lowest at 1×: rope (10.200), then alibi (10.800): every seed of it below"),
+            "{p}"
+        );
+        assert!(p.contains("Lowest at 2×: alibi (11.100), then rope (32.000): every seed"), "{p}");
+        let close =
+            vec![run("a", 0, &[10.0], 0, 1.0), run("a", 1, &[10.5], 0, 1.0), run("b", 0, &[10.3], 0, 1.0)];
+        let q = perplexity(&["a".into(), "b".into()], &[1], &close);
+        assert!(q.contains("Lowest at 1×: a (10.250), then b (10.300): the seed ranges overlap"), "{q}");
+
+        // passkey at 1×: rope 35/40 [0.74, 0.95] vs alibi 11/40 [0.16, 0.43]: clear
+        let r = retrieval(&encs, &[1], &runs, crate::report::passkey_counts);
+        assert!(r.contains("at 1× rope 35/40 vs alibi 11/40: the intervals do not overlap"), "{r}");
+        let none = vec![run("nope", 0, &[12.0], 0, 1.0)];
+        assert_eq!(
+            retrieval(&encs, &[1], &none, crate::report::passkey_counts),
+            "",
+            "all zero: the table says so"
+        );
+
+        let u = u_shape(&encs, &runs);
+        assert!(u.contains("at 1× on every seed: rope; on none: nope; on some: alibi"), "{u}");
+    }
+}

@@ -94,13 +94,21 @@ pub fn lines(path: &Path, axes: &Axes, series: &[Series]) -> Result<()> {
                 .collect()
         })
         .collect();
+    // on a log axis a band's low end ≤ 0 (a seed at 0) is drawn at the lowest positive value
+    // plotted, not dropped (which would join its neighbours across it)
+    let floor = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])))
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .fold(f64::INFINITY, f64::min);
     let bands: Vec<Vec<(f64, f64, f64)>> = series
         .iter()
         .map(|s| {
             s.band
                 .iter()
                 .filter(|(x, lo, hi)| finite(*x, *lo) && hi.is_finite())
-                .filter_map(|&(x, lo, hi)| Some((tx(x)?, ty(lo)?, ty(hi)?)))
+                .map(|&(x, lo, hi)| if axes.log_y && lo <= 0.0 { (x, floor, hi) } else { (x, lo, hi) })
+                .filter_map(|(x, lo, hi)| Some((tx(x)?, ty(lo)?, ty(hi)?)))
                 .collect()
         })
         .collect();
@@ -136,7 +144,8 @@ pub fn lines(path: &Path, axes: &Axes, series: &[Series]) -> Result<()> {
     } else {
         0
     };
-    let root = SVGBackend::new(path, (760 + legend_w, 460)).into_drawing_area();
+    let height = if labelled { 460.max(60 + 22 * series.len() as u32) } else { 460 };
+    let root = SVGBackend::new(path, (760 + legend_w, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (plot_area, legend_area) = root.split_horizontally(760);
     let mut chart = ChartBuilder::on(&plot_area)
@@ -319,7 +328,7 @@ mod tests {
             title: "t".into(),
             log_x: true,
             log_y: true,
-            x_ticks: Some(vec![1.0, 2.0, 4.0, 8.0]),
+            x_ticks: Some(vec![1.0, 2.0, 4.0, 8.0, 16.0]), // 16: beyond the data, not drawn
             x_suffix: "×".into(),
             ..Axes::default()
         };
@@ -336,7 +345,7 @@ mod tests {
         for l in ["1×", "2×", "4×", "8×", "10", "20", "30", "a", "b"] {
             assert!(texts.contains(&l), "no label {l}: {texts:?}");
         }
-        assert!(!texts.iter().any(|t| t.contains("1.259") || *t == "3×"), "{texts:?}");
+        assert!(!texts.iter().any(|t| t.contains("1.259") || *t == "3×" || *t == "16×"), "{texts:?}");
         assert_eq!(doc.descendants().filter(|n| n.has_tag_name("polygon")).count(), 1, "one band");
         let plot_right = 760.0;
         for n in doc

@@ -441,7 +441,16 @@ fn plot_all(
 
 #[cfg(test)]
 mod tests {
-    use super::wilson;
+    use super::{mean_and_band, wilson};
+
+    #[test]
+    fn curves_average_by_x_with_the_seeds_min_max_as_band() {
+        // seed 1 lacks x = 2: the mean there is seed 0's alone
+        let (line, band) =
+            mean_and_band(&[vec![(1.0, 2.0), (2.0, 4.0), (4.0, 6.0)], vec![(1.0, 4.0), (4.0, 10.0)]]);
+        assert_eq!(line, [(1.0, 3.0), (2.0, 4.0), (4.0, 8.0)]);
+        assert_eq!(band, [(1.0, 2.0, 4.0), (2.0, 4.0, 4.0), (4.0, 6.0, 10.0)]);
+    }
 
     #[test]
     fn wilson_intervals_match_published_values() {

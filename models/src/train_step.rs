@@ -71,6 +71,11 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// PyTorch's `clip_grad_norm_` coefficient: min(1, max_norm / (norm + 1e-6)), `[1]`.
+fn clip_coef(norm: Tensor<1>, max_norm: f64) -> Tensor<1> {
+    norm.add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0)
+}
+
 /// Scales `grads` so their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`:
 /// coef = min(1, max_norm / (norm + 1e-6))). Returns the norm before clipping, `[1]`.
 pub fn clip_grad_norm<M: Module>(
@@ -81,7 +86,7 @@ pub fn clip_grad_norm<M: Module>(
     let mut v = SquaredNorm { grads, total: None };
     module.visit(&mut v);
     let norm = v.total?.sqrt();
-    let coef = norm.clone().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    let coef = clip_coef(norm.clone(), max_norm);
     module.visit(&mut Scale { grads, coef });
     Some(norm)
 }
@@ -164,7 +169,7 @@ fn clip_grad_norm_multi<M: Module>(module: &M, grads: &mut MultiGradientsParams,
     let mut v = SquaredNorm { grads: &sum, total: None };
     module.visit(&mut v);
     let Some(total) = v.total else { return };
-    let coef = total.sqrt().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    let coef = clip_coef(total.sqrt(), max_norm);
     for (g, device) in grads.grads.iter_mut() {
         module.visit(&mut Scale { grads: g, coef: coef.clone().to_device(device) });
     }

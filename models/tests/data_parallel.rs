@@ -115,20 +115,19 @@ fn grads(m: &Lm, g: &GradientsParams) -> Vec<Vec<f32>> {
     c.1
 }
 
+/// A loader over a byte-valued stream (the tiny model's vocabulary), on `dev`.
+fn byte_loader(plan: StepPlan, seed: u64, dev: &Device) -> TrainLoader {
+    let tokens = Arc::new((0..3_000u32).map(|i| (i * 31 + i / 7) % 256).collect());
+    TrainLoader::new(tokens, 12, plan, seed, (1, 0), dev)
+}
+
 #[test]
 fn device_gradients_weighted_by_their_share_sum_to_the_whole_batch_gradient() {
     let dev = Device::flex().autodiff();
     dev.seed(3);
     let m = Lm::new(&tiny(), &dev).unwrap();
     let plan = StepPlan { steps: 4, steps_per_epoch: 4, batch_size: 4, grad_accum: 2 };
-    let single = TrainLoader::new(
-        Arc::new((0..3_000u32).map(|i| (i * 31 + i / 7) % 256).collect()),
-        12,
-        plan,
-        5,
-        (1, 0),
-        &dev,
-    );
+    let single = byte_loader(plan, 5, &dev);
     let whole = TrainStep::step(&m, single.batch(2));
     let slices = split_dataloader(Arc::new(single), &[dev.clone(), dev.clone()]);
     let parts: Vec<LmBatch> = slices.iter().map(|s| s.iter().nth(2).unwrap().unwrap()).collect();
@@ -250,14 +249,7 @@ fn the_sharded_optimizer_step_clips_the_norm_of_the_summed_gradient() {
     dev.seed(8);
     let m = Lm::new(&tiny(), &dev).unwrap();
     let plan = StepPlan { steps: 1, steps_per_epoch: 1, batch_size: 4, grad_accum: 1 };
-    let single = TrainLoader::new(
-        Arc::new((0..3_000u32).map(|i| (i * 17 + i / 5) % 256).collect()),
-        12,
-        plan,
-        2,
-        (1, 0),
-        &dev,
-    );
+    let single = byte_loader(plan, 2, &dev);
     let whole = TrainStep::step(&m, single.batch(0)).grads;
     let norm: f64 = grads(&m, &whole).iter().flatten().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let max = norm / 3.0;

@@ -163,6 +163,14 @@ fn a_stop_ends_the_epoch_at_a_step_and_resuming_there_serves_the_same_batches() 
     }
 }
 
+/// Held by every test here that initialises a model: the flex device's random generator is
+/// shared by the tests running in parallel, and the sinusoidal test needs two initialisations
+/// from one seed with nothing drawn in between.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny(kind: &str) -> ModelConfig {
     let mut c: ModelConfig =
         toml::from_str("d_model = 24\nn_layers = 2\nn_heads = 3\nmax_seq_len = 16").unwrap();
@@ -205,6 +213,7 @@ fn grads_of(m: &Lm, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn micro_batched_gradients_equal_the_whole_batch_gradient() {
+    let _rng = rng_lock();
     let dev = Device::flex().autodiff();
     dev.seed(5);
     let m = Lm::new(&tiny("kerple"), &dev).unwrap();
@@ -227,6 +236,7 @@ fn micro_batched_gradients_equal_the_whole_batch_gradient() {
 
 #[test]
 fn the_clip_scales_every_gradient_to_the_global_norm() {
+    let _rng = rng_lock();
     let dev = Device::flex().autodiff();
     dev.seed(6);
     let m = Lm::new(&tiny("rope"), &dev).unwrap();
@@ -281,6 +291,7 @@ fn params_of(m: &Lm) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn kerple_has_parameters_per_layer_t5_and_fire_share_one_set() {
+    let _rng = rng_lock();
     let dev = Device::flex();
     // the model's parameters beyond the configured LM's are the encoding's
     let count = |kind: &str| Lm::new(&tiny(kind), &dev).unwrap().num_params() - tiny(kind).num_params();
@@ -294,6 +305,7 @@ fn kerple_has_parameters_per_layer_t5_and_fire_share_one_set() {
 
 #[test]
 fn sinusoidal_content_and_position_have_vaswanis_ratio_at_the_shared_scale() {
+    let _rng = rng_lock();
     let dev = Device::flex();
     let mut c = tiny("sinusoidal");
     c.d_model = 128;

@@ -96,14 +96,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         bail!("--temperature: {} is out of range (allowed: ≥ 0; 0 = greedy)", a.temperature);
     }
-    let cfg = crate::eval::load_run(&a.run)?;
-    let tok = crate::train::run_tokenizer(&a.run, &cfg)?;
+    let dir = crate::run::RunDir::new(&a.run);
+    let cfg = dir.load_config()?;
+    let tok = dir.tokenizer(&cfg)?;
     let prompt = tok.encode(&a.prompt);
     if prompt.is_empty() {
         bail!("--prompt: empty (give at least one character of text)");
     }
     let (device, _) = crate::device::select(&a.device)?;
-    let model = crate::eval::load_model(&a.run, &cfg, &device)?;
+    let model = dir.load_model(&cfg, &device)?;
     if let Err(e) = model.check_len(0, prompt.len() + a.tokens) {
         bail!("--tokens {} after a {}-token prompt: {e}", a.tokens, prompt.len());
     }
@@ -168,7 +169,7 @@ mod tests {
         let model = Lm::new(&cfg, &device).unwrap();
         let prompt: Vec<u32> = (0..11).map(|i| (i * 29 % 256) as u32).collect();
         let fast = generate(&model, &prompt, 12, None, (0.0, 0, 0), &device, |_| {}).unwrap();
-        let slow = crate::retrieval::generate(&model, &prompt, 12, None, &device);
+        let slow = crate::eval::retrieval::generate(&model, &prompt, 12, None, &device);
         assert_eq!(fast, slow);
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pezoo_encodings::{EncodingConfig, EncodingContext, inspect};
 
-use crate::plots::{Axes, Series, lines};
+use crate::report::plots::{Axes, Series, lines};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

@@ -1,21 +1,44 @@
 //! pezoo-experiments: the `zoo` command's subcommands as a library (the binary is thin).
+//!
+//! The modules follow the data: [`train`] writes a [`run`] directory; [`eval`] and [`analyze`]
+//! read its model and add their results to it; [`compare`] runs those stages over a sweep of
+//! (encoding × seed) runs and hands the results to [`report`]. [`device`], [`signals`],
+//! [`bench`], [`generate`] and [`inspect`] serve them.
 
 pub mod analyze;
 pub mod bench;
 pub mod compare;
-pub mod copy;
 pub mod device;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
-pub mod pairs;
-pub mod passkey;
-pub mod plots;
 pub mod report;
-pub mod retrieval;
+pub mod run;
 pub mod signals;
-pub mod sweep;
 pub mod train;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Writes `bytes` to `path` atomically (a uniquely named temporary file in the same directory,
+/// then a rename): a kill leaves the old file or the new one, and concurrent writers never share
+/// a temporary file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        // as `std::fs::write` would create it (0o666 less the umask), not tempfile's private 0o600
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
 
 /// Shared test fixtures.
 #[cfg(test)]

@@ -222,9 +222,14 @@ fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
         "flex",
     ]);
     assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
-    let results: serde_json::Value =
+    let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let results = &saved["perplexity"];
     let one = &results[0];
+    // saved with the settings that produced it: the flags over the run's [eval] defaults
+    assert_eq!(saved["spec"]["settings"]["lengths"], serde_json::json!([1, 2]));
+    assert_eq!(saved["spec"]["settings"]["tokens"], 256);
+    assert_eq!(saved["spec"]["settings"]["buckets"], 16);
     assert_eq!((one["length"].as_u64(), one["windows"].as_u64()), (Some(32), Some(8)));
     assert!((one["loss"].as_f64().unwrap() - reported).abs() < 1e-3, "eval {one} vs training's {reported}");
     assert_eq!(results[1]["length"].as_u64(), Some(64));
@@ -242,8 +247,10 @@ fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
     // zoo analyze: one profile per layer, a distance profile per length, weights that sum right
     let an = run(&["analyze", "--run", out.to_str().unwrap(), "--lengths", "1,2", "--device", "flex"]);
     assert!(an.status.success(), "{}", String::from_utf8_lossy(&an.stderr));
-    let v: serde_json::Value =
+    let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("analyze.json")).unwrap()).unwrap();
+    assert_eq!(saved["settings"], serde_json::json!({"lengths": [1, 2], "windows": 4}));
+    let v = &saved["lengths"];
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[0]["layers"].as_array().unwrap().len(), 1, "micro has one layer");
     let bins: f64 =
@@ -256,9 +263,9 @@ fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
     let share: f64 = pairs.iter().map(|p| p["u_share"].as_f64().unwrap().max(0.0)).sum();
     assert!(share == 0.0 || (share - 1.0).abs() < 1e-9, "positive U-shares sum to 1: {share}");
     // eval's copy task: one cell per (length, distance), distances within the prompt
-    let copy: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("copy.json")).unwrap()).unwrap();
-    let cells = copy.as_array().unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let cells = eval["copy"].as_array().unwrap();
     assert!(!cells.is_empty() && cells.iter().all(|c| c["distance"].as_u64() < c["length"].as_u64()));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -362,9 +369,7 @@ fn compare_micro_writes_every_file_and_resumes() {
     for enc in ["nope", "rope", "alibi"] {
         for seed in 0..2 {
             let r = out.join(enc).join(format!("seed{seed}"));
-            for f in
-                ["model.safetensors", "eval.json", "passkey.json", "copy.json", "analyze.json", "metrics.csv"]
-            {
+            for f in ["model.safetensors", "train.json", "eval.json", "analyze.json", "metrics.csv"] {
                 assert!(r.join(f).exists(), "{enc}/seed{seed}/{f}");
             }
         }
@@ -407,7 +412,9 @@ fn compare_micro_writes_every_file_and_resumes() {
     assert!(again.status.success());
     assert_eq!(stdout.matches("trained, skipping").count(), 6, "{stdout}");
     assert!(!stdout.contains("unigram entropy"), "nothing retrained");
+    assert!(!stdout.contains("\neval ") && !stdout.contains("\nanalyze "), "nothing re-measured: {stdout}");
     assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv, "same numbers");
+    assert!(report.contains("(reference)"), "the compute path beside tokens/s");
     assert_one_line_error(
         &run(&["compare", "--preset", "huge", "--out", out.to_str().unwrap()]),
         &["--preset", "micro, quick, small"],
@@ -448,10 +455,24 @@ fn compare_micro_writes_every_file_and_resumes() {
         std::fs::read_to_string(p)
             .unwrap()
             .lines()
-            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .map(|l| {
+                // the last two columns: tokens_per_s (differs between runs), compute_path
+                let (rest, path) = l.rsplit_once(',').unwrap();
+                format!("{},{path}", rest.rsplit_once(',').unwrap().0)
+            })
             .collect()
     };
     assert_eq!(without_timing(&sharded.join("results.csv")), without_timing(&out.join("results.csv")));
+    // other evaluation settings re-run the evaluation only, and the report follows them
+    let shorter: Vec<&str> = sargs.iter().map(|&a| if a == "1,2" { "1" } else { a }).collect();
+    let re = run(&shorter);
+    let text = String::from_utf8_lossy(&re.stdout);
+    assert!(re.status.success(), "{}", String::from_utf8_lossy(&re.stderr));
+    assert_eq!(text.matches("trained, skipping").count(), 6, "{text}");
+    assert_eq!(text.matches("\neval ").count(), 6, "every run re-evaluated: {text}");
+    assert!(!text.contains("\nanalyze "), "the analysis settings did not change: {text}");
+    let rows = std::fs::read_to_string(sharded.join("results.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 3 * 2, "one length per run now: {rows}");
     // a directory of another plan, and shards out of range, are one-line errors
     let other: Vec<&str> = sargs.iter().map(|&a| if a == "2" { "3" } else { a }).collect();
     assert_one_line_error(&run(&other), &["another plan", "--seeds"]);

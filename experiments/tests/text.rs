@@ -52,7 +52,12 @@ fn bpe_run_on_jsonl_evaluates_on_another_corpus_and_generates() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval_other.json")).unwrap()).unwrap();
-    let (loss, bpb) = (eval[0]["loss"].as_f64().unwrap(), eval[0]["bits_per_byte"].as_f64().unwrap());
+    assert!(
+        eval["spec"]["data"].as_str().unwrap().ends_with("other.txt"),
+        "the corpus is saved with the result"
+    );
+    let one = &eval["perplexity"][0];
+    let (loss, bpb) = (one["loss"].as_f64().unwrap(), one["bits_per_byte"].as_f64().unwrap());
     // a BPE token stands for more than one byte: fewer bits per byte than bits per token
     assert!(bpb > 0.0 && bpb < loss / std::f64::consts::LN_2, "loss {loss} nats/token, {bpb} bits/byte");
     assert!(!run_dir.join("eval.json").exists(), "the held-out results are not overwritten");

@@ -10,6 +10,7 @@ pub mod data;
 pub mod lm;
 pub mod loader;
 pub mod plan;
+pub mod score;
 pub mod tokenizer;
 mod train_step;
 

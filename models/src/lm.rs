@@ -183,6 +183,21 @@ impl Lm {
             && pezoo_encodings::attention::supports(self.encoding().as_dyn())
     }
 
+    /// The compute path a forward on `device` runs, as the banner and the report name it:
+    /// `fused attention` (one CubeCL kernel with the encoding inside), `fused rotary` (the
+    /// rotary kernel, reference attention) or `reference` (plain tensor ops).
+    pub fn compute_path(&self, device: &Device) -> &'static str {
+        if self.attention_fused(device) {
+            "fused attention"
+        } else if self.encoding().as_dyn().rotary().is_some()
+            && pezoo_encodings::rotary::fused_available(device)
+        {
+            "fused rotary"
+        } else {
+            "reference"
+        }
+    }
+
     /// The parameters that take weight decay ([`DECAY_PATTERN`]).
     pub fn decay_group() -> ParamGroup {
         ParamGroup::from_regex(DECAY_PATTERN).expect("DECAY_PATTERN is a valid regex")

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::{RunResults, copy, copy_counts, passkey, passkey_counts, pooled, ppl, u_score, values, wilson};
-use crate::train::write_atomic;
+use crate::write_atomic;
 
 /// One CSV file, written atomically; fields quoted by the `csv` crate where needed.
 struct Csv(::csv::Writer<Vec<u8>>);
@@ -50,6 +50,7 @@ pub(super) fn write_csvs(
         "copy_trials",
         "u_score",
         "tokens_per_s",
+        "compute_path",
     ]);
     let mut pk = Csv::new(&["encoding", "seed", "length", "depth", "trials", "correct", "accuracy"]);
     let mut cp =
@@ -91,7 +92,8 @@ pub(super) fn write_csvs(
                 nan(copy(r, m)),
                 cn,
                 nan(u_score(r, m)),
-                r.tokens_per_s
+                r.tokens_per_s,
+                r.compute_path
             ]);
             for (b, v) in l.per_position.iter().enumerate() {
                 pp.row(fields![e, s, l.length, b, v]);

@@ -2,7 +2,7 @@
 //! its own. Each states a comparison and whether the seeds (or the Wilson intervals) separate it;
 //! encodings without a value at a length are named as such, never silently left out.
 
-use crate::compare::RunResults;
+use crate::run::results::RunResults;
 
 use super::{pooled, ppl, u_score, values, wilson};
 
@@ -185,7 +185,7 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        let passkey = vec![crate::passkey::PasskeyCell {
+        let passkey = vec![crate::run::results::PasskeyCell {
             length: 32,
             depth: 0.5,
             trials: 20,
@@ -198,7 +198,16 @@ mod tests {
             )
             .unwrap(),
         ];
-        RunResults { encoding: enc.into(), seed, eval, passkey, copy: Vec::new(), analyze, tokens_per_s: 1.0 }
+        RunResults {
+            encoding: enc.into(),
+            seed,
+            eval,
+            passkey,
+            copy: Vec::new(),
+            analyze,
+            tokens_per_s: 1.0,
+            compute_path: "reference".into(),
+        }
     }
 
     #[test]

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::compare::{RunResults, summarise};
-use crate::plots::{Axes, Heatmap, Series, heatmaps, lines};
-use crate::train::write_atomic;
+use crate::run::results::RunResults;
+use crate::write_atomic;
+use plots::{Axes, Heatmap, Series, heatmaps, lines};
 
 mod csvs;
 mod findings;
+pub mod plots;
 
 /// Mean of `f` over the runs of `enc` where it is defined and finite.
 fn mean_over(runs: &[RunResults], enc: &str, f: impl Fn(&RunResults) -> Option<f64>) -> Option<f64> {
@@ -203,10 +204,14 @@ pub fn write(
     md.push_str(&per_cell);
     table(&mut md, encodings, lengths, runs, seeds, ppl);
     md.push_str(&findings::perplexity(encodings, lengths, runs));
-    md.push_str("Training throughput (tokens/s, mean over seeds):");
+    md.push_str("Training throughput (tokens/s, mean over seeds; the compute path that ran):");
     for e in encodings {
         let tps = mean_over(runs, e, |r| Some(r.tokens_per_s)).unwrap_or(f64::NAN);
-        let _ = write!(md, " {e} {tps:.0};");
+        let mut paths: Vec<&str> =
+            runs.iter().filter(|r| &r.encoding == e).map(|r| r.compute_path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let _ = write!(md, " {e} {tps:.0} ({});", paths.join(", "));
     }
     md.push_str("\n\n![perplexity vs length](ppl_vs_length.svg)\n![loss by position](per_position.svg)\n\n");
     md.push_str(
@@ -260,7 +265,7 @@ fn pair_section(md: &mut String, runs: &[RunResults]) {
         .filter_map(|r| Some((r, r.analyze.first()?)))
         .flat_map(|(r, a)| {
             a.pairs.iter().map(move |l| {
-                let list = |f: &dyn Fn(&crate::pairs::PairStats) -> bool| {
+                let list = |f: &dyn Fn(&crate::run::results::PairStats) -> bool| {
                     let v: Vec<String> =
                         l.pairs.iter().filter(|p| f(p)).map(|p| p.pair.to_string()).collect();
                     if v.is_empty() { "–".to_string() } else { v.join(" ") }
@@ -437,6 +442,17 @@ fn plot_all(
         })
         .collect();
     heatmaps(&out.join("passkey.svg"), "passkey accuracy", "length", "depth", &maps)
+}
+
+/// Mean ± half-range of the finite values (`–` without any).
+pub(crate) fn summarise(v: &[f64]) -> String {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return "–".into();
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    format!("{m:.3} ± {:.3}", (hi - lo) / 2.0)
 }
 
 #[cfg(test)]

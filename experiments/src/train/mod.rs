@@ -1,7 +1,6 @@
 //! `zoo train`: trains the LM through burn-train's Learner on any device, with checkpoints,
 //! resume, a resolved `config.toml`, `metrics.csv` and final `model.safetensors` in `--out`.
 
-pub mod config;
 pub mod renderer;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +16,6 @@ use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{
@@ -30,7 +28,10 @@ use pezoo_models::{
     expected_coverage, token_stream,
 };
 
-pub use config::RunConfig;
+pub use crate::run::RunConfig;
+use crate::run::checkpoints::{checkpoint_step, drop_checkpoints_after, last_checkpoint, record_epoch_end};
+use crate::run::{RUN_FORMAT, RunDir, TrainRecord};
+use crate::write_atomic;
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -89,7 +90,7 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
         }
         None => RunConfig::default(),
     };
-    cfg.format = config::RUN_FORMAT; // a config file describes a run this code will write
+    cfg.format = RUN_FORMAT; // a config file describes a run this code will write
     if let Some(e) = &args.encoding {
         cfg.model.encoding = EncodingConfig::from_name_or_file(e)?;
     }
@@ -133,20 +134,6 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-/// The corpus a run trains on (files, or the embedded synthetic one).
-pub fn corpus(cfg: &RunConfig) -> Result<Corpus> {
-    let min = 4 * (cfg.model.max_seq_len + 1);
-    Ok(match &cfg.data.path {
-        Some(p) => Corpus::from_path(p, min, &cfg.data.text_field).context("data.path")?,
-        None => Corpus::synthetic_styled(
-            cfg.data.synthetic_style,
-            cfg.train.seed,
-            cfg.data.synthetic_docs,
-            cfg.data.synthetic_doc_len,
-        ),
-    })
-}
-
 /// A new run's tokenizer: bytes, a BPE learned on the training split, or a `tokenizer.json`.
 /// A resumed run reuses the `tokenizer.json` it saved.
 pub fn new_tokenizer(cfg: &RunConfig, corpus: &Corpus, saved: Option<&Path>) -> Result<Tokenizer> {
@@ -169,121 +156,6 @@ pub fn new_tokenizer(cfg: &RunConfig, corpus: &Corpus, saved: Option<&Path>) -> 
     })
 }
 
-/// The tokenizer a run was trained with (its `tokenizer.json`, unless bytes), checked against
-/// the model's vocabulary.
-pub fn run_tokenizer(run: &Path, cfg: &RunConfig) -> Result<Tokenizer> {
-    let tok = match TokenizerSpec::parse(&cfg.data.tokenizer)? {
-        TokenizerSpec::Bytes => Tokenizer::Bytes,
-        _ => Tokenizer::from_file(&run.join("tokenizer.json"))?,
-    };
-    if tok.vocab_size() != cfg.model.vocab_size {
-        bail!(
-            "{}: the tokenizer has {} tokens but model.vocab_size is {}",
-            run.display(),
-            tok.vocab_size(),
-            cfg.model.vocab_size
-        );
-    }
-    Ok(tok)
-}
-
-/// The latest epoch whose model, optimizer and scheduler checkpoints all load (a run killed
-/// while writing one falls back to the previous, which burn-train keeps). Each checkpoint
-/// skipped is named, with the file and why.
-pub fn last_checkpoint(out: &Path) -> Option<usize> {
-    let dir = out.join("checkpoint");
-    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| {
-            e.ok()?.file_name().to_str()?.strip_prefix("model-")?.strip_suffix(".bpk")?.parse().ok()
-        })
-        .collect();
-    epochs.sort_unstable_by(|a, b| b.cmp(a));
-    epochs.into_iter().find(|e| {
-        let p = |n: &str| dir.join(format!("{n}-{e}.bpk"));
-        let problem = burn::store::ModuleRecord::load(p("model"))
-            .err()
-            .map(|err| (p("model"), format!("{err:?}")))
-            .or_else(|| {
-                burn::optim::OptimizerRecord::load(p("optim"))
-                    .err()
-                    .map(|err| (p("optim"), format!("{err:?}")))
-            })
-            .or_else(|| {
-                burn::lr_scheduler::LrSchedulerRecord::load(p("scheduler"))
-                    .err()
-                    .map(|err| (p("scheduler"), format!("{err:?}")))
-            });
-        let problem = problem.or_else(|| {
-            recorded_steps(out)
-                .is_some_and(|r| !r.contains_key(e))
-                .then(|| (steps_file(out), "no step recorded for this checkpoint".to_string()))
-        });
-        if let Some((file, why)) = &problem {
-            let why = why.lines().next().unwrap_or_default();
-            println!(
-                "checkpoint {e} is incomplete or corrupt ({}: {why}); trying the previous one",
-                file.display()
-            );
-        }
-        problem.is_none()
-    })
-}
-
-/// Where a run records the step each checkpoint holds (epochs end at multiples of
-/// `checkpoint_every`, or early when a signal stops the run).
-fn steps_file(out: &Path) -> PathBuf {
-    out.join("checkpoint").join("steps.json")
-}
-
-type StepRecord = std::collections::BTreeMap<usize, usize>;
-
-/// The recorded steps per checkpoint: `None` for runs from before the record (no file).
-fn recorded_steps(out: &Path) -> Option<StepRecord> {
-    let text = std::fs::read_to_string(steps_file(out)).ok()?;
-    Some(serde_json::from_str(&text).unwrap_or_default()) // unreadable: no checkpoint is usable
-}
-
-/// The optimizer steps checkpoint `epoch` holds, as recorded at the end of its epoch; for runs
-/// from before the record, `epoch × checkpoint_every`. `None`: a record exists but lacks this
-/// checkpoint (its write failed), so the checkpoint is not used.
-pub fn checkpoint_step(out: &Path, t: &config::TrainConfig, epoch: usize) -> Option<usize> {
-    match recorded_steps(out) {
-        Some(record) => record.get(&epoch).map(|&s| s.min(t.steps)),
-        None => Some((epoch * t.checkpoint_every).min(t.steps)),
-    }
-}
-
-/// Removes the checkpoint files and step records after checkpoint `epoch` (left by an earlier
-/// attempt that went further): a resumed run rewrites those epochs, at other steps.
-fn drop_checkpoints_after(out: &Path, epoch: usize) -> Result<()> {
-    let dir = out.join("checkpoint");
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        let later = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
-            let (_, rest) = n.split_once('-')?;
-            rest.strip_suffix(".bpk")?.parse::<usize>().ok()
-        });
-        if later.is_some_and(|e| e > epoch) && path.is_file() {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    if let Some(mut record) = recorded_steps(out) {
-        record.retain(|&e, _| e <= epoch);
-        write_atomic(&steps_file(out), serde_json::to_string(&record)?.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// Records that epoch `epoch` ended at step `step` (before burn-train writes its checkpoint).
-fn record_epoch_end(out: &Path, epoch: usize, step: usize) -> Result<()> {
-    let path = steps_file(out);
-    let mut map = recorded_steps(out).unwrap_or_default();
-    map.insert(epoch, step);
-    std::fs::create_dir_all(out.join("checkpoint"))?;
-    write_atomic(&path, serde_json::to_string(&map)?.as_bytes())
-}
-
 /// Entropy (nats) of the token frequencies: the loss of a model that ignores context.
 pub fn unigram_entropy(tokens: &[u32]) -> f64 {
     let mut counts = std::collections::HashMap::<u32, usize>::new();
@@ -294,28 +166,9 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
     counts.values().map(|&c| c as f64 / n).map(|p| -p * p.ln()).sum()
 }
 
-/// Writes `bytes` to `path` atomically (a uniquely named temporary file in the same directory,
-/// then a rename): a kill leaves the old file or the new one, and concurrent writers never share
-/// a temporary file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        // as `std::fs::write` would create it (0o666 less the umask), not tempfile's private 0o600
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("writing {}", path.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Warm-up (linear, from lr/warmup) then cosine to `min_lr`, over exactly `steps` optimizer
 /// steps: the cosine's end is the last step, so the rate never rises after warm-up.
-pub fn lr_schedule(t: &config::TrainConfig) -> Result<ModuleLrScheduler> {
+pub fn lr_schedule(t: &crate::run::config::TrainConfig) -> Result<ModuleLrScheduler> {
     let warm = t.warmup_steps.max(1).min(t.steps);
     // The cosine's first call is its iteration 0 (= lr) and its last, step `steps`, is
     // iteration steps − warm − 1: ending there at min_lr, it never turns back up.
@@ -384,7 +237,7 @@ fn data_parallel(devices: &[(Device, String)], per_step: usize) -> Result<Option
 
 /// AdamW with parameter groups: decay on weight matrices and embeddings only
 /// ([`pezoo_models::DECAY_PATTERN`]); norms, biases and encoding parameters take none.
-pub fn optimizer(t: &config::TrainConfig) -> burn::optim::ModuleOptimizer {
+pub fn optimizer(t: &crate::run::config::TrainConfig) -> burn::optim::ModuleOptimizer {
     AdamWConfig::new().with_weight_decay(0.0).init().with_group(
         Lm::decay_group(),
         AdamWConfig::new().with_weight_decay(t.weight_decay as f32).build(),
@@ -392,42 +245,31 @@ pub fn optimizer(t: &config::TrainConfig) -> burn::optim::ModuleOptimizer {
     )
 }
 
-/// Keeps the rows of `metrics.csv` up to `step` (a resumed run rewrites what follows).
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let mut keep = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let row_step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
-        if i == 0 || row_step.is_some_and(|s| s <= step) {
-            keep.push_str(line);
-            keep.push('\n');
-        }
-    }
-    write_atomic(path, keep.as_bytes())
-}
-
 pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let mut cfg = resolve(&args)?;
     let out = args.out.clone();
-    if args.resume && out.join("config.toml").exists() {
-        crate::eval::load_run(&out)?; // a run of another format is refused before anything loads
-    }
-    let resume_from = if args.resume { last_checkpoint(&out) } else { None };
+    let run = RunDir::new(&out);
+    let old_config = if args.resume && run.config_file().exists() {
+        Some(run.load_config()?) // a run of another format is refused before anything loads
+    } else {
+        None
+    };
+    let resume_from = if args.resume { last_checkpoint(&run) } else { None };
     if args.resume && resume_from.is_none() {
         println!("--resume: no complete checkpoint in {}, starting from scratch", out.display());
-        if out.join("checkpoint").is_dir() {
-            drop_checkpoints_after(&out, 0)?; // an earlier attempt's partial checkpoints
+        if run.checkpoint_dir().is_dir() {
+            drop_checkpoints_after(&run, 0)?; // an earlier attempt's partial checkpoints
         }
     }
-    if !args.resume && out.join("checkpoint").exists() {
+    if !args.resume && run.checkpoint_dir().exists() {
         bail!(
             "--out {} already holds a run: pass --resume to continue it, or choose another --out",
             out.display()
         );
     }
     // Everything that can fail on the data fails here, before the run directory is written.
-    let corpus = corpus(&cfg)?;
-    let saved_tokenizer = out.join("tokenizer.json");
+    let corpus = cfg.corpus()?;
+    let saved_tokenizer = run.tokenizer_file();
     let tok = new_tokenizer(&cfg, &corpus, resume_from.map(|_| saved_tokenizer.as_path()))?;
     cfg.model.vocab_size = tok.vocab_size();
     cfg.validate()?;
@@ -457,21 +299,21 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         grad_accum: t.grad_accum,
     };
     if let Some(e) = resume_from {
-        let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
-        if !old.is_empty() && old != resolved {
-            bail!("--resume: the configuration differs from the one in {}/config.toml", out.display());
+        // what trains must be the same; [eval] and [analyze] may change
+        if old_config.as_ref().is_some_and(|old| old.training() != cfg.training()) {
+            bail!("--resume: the configuration differs from the one in {}", run.config_file().display());
         }
-        let step = checkpoint_step(&out, t, e).unwrap_or_default(); // recorded: see last_checkpoint
-        drop_checkpoints_after(&out, e)?;
+        let step = checkpoint_step(&run, t, e).unwrap_or_default(); // recorded: see last_checkpoint
+        drop_checkpoints_after(&run, e)?;
         println!("resuming from checkpoint {e} (step {step})");
-        truncate_metrics(&out.join("metrics.csv"), step)?;
+        run.truncate_metrics(step)?;
     } else {
-        let _ = std::fs::remove_file(out.join("metrics.csv"));
+        let _ = std::fs::remove_file(run.metrics_file());
     }
     if let Some(json) = tok.to_json() {
         write_atomic(&saved_tokenizer, json.as_bytes())?;
     }
-    write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
+    write_atomic(&run.config_file(), resolved.as_bytes())?;
 
     let text_bytes: usize = corpus.train.iter().map(|d| d.len()).sum();
     println!(
@@ -490,14 +332,14 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         train_tokens.len(),
         100.0 * coverage
     );
-    let done = resume_from.and_then(|e| checkpoint_step(&out, t, e)).unwrap_or(0);
+    let done = resume_from.and_then(|e| checkpoint_step(&run, t, e)).unwrap_or(0);
     let first_epoch = resume_from.map_or(1, |e| e + 1);
     // A signal (SIGINT, SIGTERM, SIGHUP) ends the epoch after the current step: burn-train validates
     // and checkpoints there, and the next epoch interrupts the Learner.
     let training_guard = crate::signals::Training::start();
     let interrupter = Interrupter::new();
     let halt = interrupter.clone();
-    let record_out = out.clone();
+    let record_run = run.clone();
     let dl_train = TrainLoader::new(train_tokens.clone(), seq, plan, t.seed, (first_epoch, done), &device)
         .with_early_stop(EarlyStop {
             requested: crate::signals::stop_flag(),
@@ -505,7 +347,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         })
         .on_epoch_end(Arc::new(move |epoch, step| {
             // a checkpoint without its step is never resumed from (see `last_checkpoint`)
-            if let Err(e) = record_epoch_end(&record_out, epoch, step) {
+            if let Err(e) = record_epoch_end(&record_run, epoch, step) {
                 eprintln!("warning: checkpoint {epoch} will not be resumable: {e:#}");
             }
         }));
@@ -518,8 +360,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let ad = device.clone().autodiff();
     let model = Lm::new(&cfg.model, &ad)?.with_grad_clip(t.grad_clip);
     let params = model.num_params(); // the LM's and the encoding's parameters
+    let compute_path = model.compute_path(&ad);
     println!(
-        "device {picked} | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
+        "device {picked} ({compute_path}) | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
         cfg.model.encoding.kind(),
         corpus.name,
         train_tokens.len(),
@@ -550,7 +393,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     use std::io::IsTerminal;
     if !(args.tui && std::io::stdout().is_terminal()) {
         training = training.renderer(Box::new(renderer::LineRenderer::new(
-            out.join("metrics.csv"),
+            run.metrics_file(),
             items_per_step,
             seq,
             t.log_every,
@@ -581,9 +424,9 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         },
     };
     if let Some(why) = stopped {
-        let resume = match last_checkpoint(&out) {
+        let resume = match last_checkpoint(&run) {
             Some(e) => {
-                let step = checkpoint_step(&out, t, e).unwrap_or_default();
+                let step = checkpoint_step(&run, t, e).unwrap_or_default();
                 format!("`--resume` continues from checkpoint {e} (step {step})")
             }
             None => "no complete checkpoint was written".into(),
@@ -598,52 +441,26 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
 
     let Ok(result) = result else { unreachable!("a panic is reported above") };
     let model = result.model;
-    let path = out.join("model.safetensors");
-    let tmp = out.join("model.safetensors.tmp");
-    model
-        .save_into(&mut SafetensorsStore::from_file(&tmp))
-        .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", path.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("saving {}", path.display()))?;
-    let valid_loss =
-        crate::eval::mean_loss(&model.valid(), &valid_tokens, seq, t.valid_batches * t.batch_size, &device);
+    run.save_model(&model)?;
+    let valid_loss = pezoo_models::score::mean_loss(
+        &model.valid(),
+        &valid_tokens,
+        seq,
+        t.valid_batches * t.batch_size,
+        &device,
+    );
+    run.write_train_record(&TrainRecord {
+        devices: devices.iter().map(|(_, name)| name.clone()).collect(),
+        compute_path: compute_path.to_string(),
+        params,
+        valid_loss,
+        seconds,
+    })?;
     println!(
-        "done in {seconds:.1}s: valid loss {valid_loss:.4} (ppl {:.3}) → {}",
+        "done in {seconds:.1}s ({compute_path}, mean {:.0} tokens/s): valid loss {valid_loss:.4} (ppl {:.3}) → {}",
+        crate::run::results::mean_tokens_per_s(&run.metrics()),
         valid_loss.exp(),
-        path.display()
+        run.model_file().display()
     );
     Ok(TrainSummary { out, valid_loss, seconds, params })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Checkpoint steps come from the record (runs from before it: epoch × checkpoint_every); a
-    /// checkpoint the record lacks is not resumable; resuming from checkpoint e removes later
-    /// checkpoint files and records (an earlier attempt's, at other steps).
-    #[test]
-    fn checkpoint_steps_are_recorded_and_later_checkpoints_dropped_on_resume() {
-        let out = tempfile::tempdir().unwrap();
-        let dir = out.path().join("checkpoint");
-        std::fs::create_dir_all(&dir).unwrap();
-        let t = config::TrainConfig { steps: 300, checkpoint_every: 100, ..Default::default() };
-        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(200), "no record: the old rule");
-        assert_eq!(checkpoint_step(out.path(), &t, 4), Some(300), "capped at steps");
-        record_epoch_end(out.path(), 1, 37).unwrap();
-        record_epoch_end(out.path(), 2, 100).unwrap();
-        record_epoch_end(out.path(), 3, 200).unwrap();
-        assert_eq!(checkpoint_step(out.path(), &t, 1), Some(37));
-        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(100));
-        assert_eq!(checkpoint_step(out.path(), &t, 4), None, "not recorded: not resumable");
-        for f in ["model-2.bpk", "optim-2.bpk", "scheduler-3.bpk", "model-10.bpk"] {
-            std::fs::write(dir.join(f), "x").unwrap();
-        }
-        drop_checkpoints_after(out.path(), 2).unwrap();
-        let mut left: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        left.sort();
-        assert_eq!(left, ["model-2.bpk", "optim-2.bpk", "steps.json"]);
-        assert_eq!(checkpoint_step(out.path(), &t, 3), None, "its record went with it");
-        assert_eq!(checkpoint_step(out.path(), &t, 2), Some(100));
-    }
 }

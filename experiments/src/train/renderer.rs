@@ -52,7 +52,7 @@ impl LineRenderer {
         events_per_step: usize,
     ) -> Self {
         if !csv.exists() {
-            let _ = std::fs::write(&csv, "step,split,loss,perplexity,lr,tokens_per_s\n");
+            let _ = std::fs::write(&csv, format!("{}\n", crate::run::METRICS_HEADER));
         }
         let train_step = first_step;
         Self {

@@ -16,38 +16,7 @@
 //!
 //! Channels of partial rotary that belong to no pair are not reported.
 
-use serde::{Deserialize, Serialize};
-
-/// The contribution statistics of one pair in one layer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PairStats {
-    pub pair: usize,
-    pub theta: f64,
-    pub rotated: bool,
-    pub hope_hf_dropped: bool,
-    pub q_norm: f64,
-    pub k_norm: f64,
-    /// Mean of c_i over all causal (m, n).
-    pub mean: f64,
-    /// Mean and variance of c_i per distance bucket (see `distance_buckets`).
-    pub by_distance_mean: Vec<f64>,
-    pub by_distance_var: Vec<f64>,
-    pub u_contrast: f64,
-    pub u_share: f64,
-    pub positional_share: f64,
-    pub activated: bool,
-    pub position_independent: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LayerPairs {
-    pub layer: usize,
-    /// Lower bound of each distance bucket: 0, 1, 2, 4, 8, …
-    pub distance_buckets: Vec<usize>,
-    pub pairs: Vec<PairStats>,
-    /// Sum of the pairs' U-contrasts: the U-contrast of the rotary part of the logit.
-    pub total_u_contrast: f64,
-}
+use crate::run::results::{LayerPairs, PairStats};
 
 /// Distance bucket of Δ: 0 → 0, 1 → 1, 2–3 → 2, 4–7 → 3, …
 pub fn bucket(d: usize) -> usize {

@@ -11,44 +11,48 @@
 //!   `u-shaped` (both the start, bin 0, and the near end, bin 9), `local` (near end only),
 //!   `start` (start only), `flat` (neither);
 //! - rotary models: each pair's contribution to the logits and which pairs carry the U
-//!   ([`crate::pairs`]).
+//!   ([`pairs`]).
+
+pub mod pairs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use pezoo_encodings::RotaryEncoding;
 use pezoo_models::{LmBatcher, SequentialWindows, token_stream};
-use serde::{Deserialize, Serialize};
 
-use crate::pairs::{LayerPairs, PairSpec, PairStats, PairTables, pair_stats};
+use crate::run::results::{AnalyzeOutput, AnalyzeResult, LayerProfile, PairStats};
+use crate::run::{AnalyzeSettings, RunDir};
+use pairs::{PairSpec, PairTables, pair_stats};
 
-#[derive(Args, Debug)]
+/// `zoo analyze`'s flags; the settings flags override the run's `[analyze]`.
+#[derive(Args, Debug, Clone, Default)]
 pub struct AnalyzeArgs {
     /// A `zoo train --out` directory.
     #[arg(long)]
     pub run: PathBuf,
-    /// Window lengths as multiples of the training length.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub lengths: Vec<usize>,
-    /// Held-out windows per length.
-    #[arg(long, default_value_t = 4)]
-    pub windows: usize,
+    /// Window lengths as multiples of the training length [analyze.lengths].
+    #[arg(long, value_delimiter = ',')]
+    pub lengths: Option<Vec<usize>>,
+    /// Held-out windows per length [analyze.windows].
+    #[arg(long)]
+    pub windows: Option<usize>,
     #[arg(long, default_value = "auto")]
     pub device: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LayerProfile {
-    pub layer: usize,
-    /// Relative-position bins (0 = sequence start … 9 = next to the query), last-quarter queries.
-    pub relative_bins: Vec<f64>,
-    pub u_score: f64,
-    pub local: bool,
-    /// `u-shaped`, `local`, `start` or `flat` (see the module docs).
-    #[serde(default)]
-    pub shape: String,
+impl AnalyzeArgs {
+    /// The settings these flags ask of a run whose `[analyze]` is `base`.
+    pub fn settings(&self, base: &AnalyzeSettings) -> Result<AnalyzeSettings> {
+        let s = AnalyzeSettings {
+            lengths: self.lengths.clone().unwrap_or_else(|| base.lengths.clone()),
+            windows: self.windows.unwrap_or(base.windows),
+        };
+        s.validate()?;
+        Ok(s)
+    }
 }
 
 /// The shape of a relative-position profile (10 bins; see the module docs).
@@ -60,18 +64,6 @@ pub fn shape(bins: &[f64]) -> &'static str {
         (true, false) => "start",
         (false, false) => "flat",
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AnalyzeResult {
-    pub length: usize,
-    /// Mean weight per distance Δ = 0..L−1, averaged over layers.
-    pub by_distance: Vec<f64>,
-    pub layers: Vec<LayerProfile>,
-    pub mean_u_score: f64,
-    /// Rotary models: per-pair activation per layer (see [`crate::pairs`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pairs: Vec<LayerPairs>,
 }
 
 /// Mean attention by distance and relative-position bins from probabilities `[heads·windows][q][k]`
@@ -110,18 +102,18 @@ pub fn u_score(bins: &[f64]) -> f64 {
     (bins[0] + bins[9]) / (bins[4] + bins[5]).max(1e-12)
 }
 
-pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
-    let cfg = crate::eval::load_run(&a.run)?;
-    if a.lengths.is_empty() || a.lengths.contains(&0) {
-        bail!("--lengths: multiples of the training length must be ≥ 1");
-    }
+/// Analyses the run as `a` asks and saves the result as `analyze.json`.
+pub fn run(a: AnalyzeArgs) -> Result<AnalyzeOutput> {
+    let dir = RunDir::new(&a.run);
+    let cfg = dir.load_config()?;
+    let settings = a.settings(&cfg.analyze)?;
     let (device, picked) = crate::device::select(&a.device)?;
-    let model = crate::eval::load_model(&a.run, &cfg, &device)?;
-    let tok = crate::train::run_tokenizer(&a.run, &cfg)?;
-    let tokens = Arc::new(token_stream(&crate::train::corpus(&cfg)?.valid, &tok));
+    let model = dir.load_model(&cfg, &device)?;
+    let tok = dir.tokenizer(&cfg)?;
+    let tokens = Arc::new(token_stream(&cfg.corpus()?.valid, &tok));
     println!("analyze {} ({}) on {picked}", a.run.display(), cfg.model.encoding.kind());
     let mut out = Vec::new();
-    for &k in &a.lengths {
+    for &k in &settings.lengths {
         let s = k * cfg.model.max_seq_len;
         if model.check_len(0, s).is_err() || tokens.len() < s + 1 {
             println!("{k:>3}× {s:>6}: skipped (beyond the encoding's table or the held-out text)");
@@ -129,7 +121,7 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
         }
         use burn::data::dataloader::batcher::Batcher;
         use burn::data::dataset::Dataset;
-        let windows = SequentialWindows::new(tokens.clone(), s, a.windows);
+        let windows = SequentialWindows::new(tokens.clone(), s, settings.windows);
         let items: Vec<Vec<u32>> = (0..windows.len()).map(|i| windows.get(i).expect("in range")).collect();
         let batch = LmBatcher.batch(items.clone(), &device);
         let (_, captured) = model.forward_full(batch.inputs, 0, Some(512), true);
@@ -172,8 +164,8 @@ pub fn run(a: AnalyzeArgs) -> Result<Vec<AnalyzeResult>> {
         println!("{k:>3}× {s:>6}: U-score per layer [{}], mean {mean_u:.2}", us.join(", "));
         out.push(AnalyzeResult { length: s, by_distance, layers, mean_u_score: mean_u, pairs });
     }
-    let json = serde_json::to_string_pretty(&out)?;
-    crate::train::write_atomic(&a.run.join("analyze.json"), json.as_bytes())?;
+    let out = AnalyzeOutput { settings, lengths: out };
+    dir.write_analyze(&out)?;
     Ok(out)
 }
 

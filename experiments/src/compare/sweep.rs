@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::train::write_atomic;
+use crate::write_atomic;
 
 /// One run of the plan: its index (the order a sequential compare runs them in), encoding,
 /// seed and directory.
@@ -80,14 +80,14 @@ impl Shard {
 }
 
 /// What defines a sweep, saved as `sweep.json` in its directory: shards and later runs of
-/// `zoo compare` on the same directory must agree on it (the run indices, every run's training
-/// and its evaluated lengths depend on it; another evaluation corpus only adds files).
+/// `zoo compare` on the same directory must agree on it (the run indices and every run's
+/// training depend on it). The preset's `[eval]` and `[analyze]`, `--lengths` and another
+/// evaluation corpus may change: those stages re-run where their saved settings differ.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPlan {
     pub preset: String,
     pub encodings: Vec<String>,
     pub seeds: u64,
-    pub lengths: Vec<usize>,
     pub data: Option<PathBuf>,
     pub tokenizer: Option<String>,
 }
@@ -129,16 +129,26 @@ impl SweepPlan {
     fn first_difference(&self, saved: &SweepPlan) -> Option<(&'static str, String, String)> {
         let show = |v: &dyn std::fmt::Debug| format!("{v:?}");
         [
-            ("--preset", self.preset != saved.preset, "another text".to_string(), "this one".to_string()),
+            (
+                "--preset",
+                !same_training(&self.preset, &saved.preset),
+                "another run".to_string(),
+                "this one".to_string(),
+            ),
             ("--encodings", self.encodings != saved.encodings, show(&saved.encodings), show(&self.encodings)),
             ("--seeds", self.seeds != saved.seeds, show(&saved.seeds), show(&self.seeds)),
-            ("--lengths", self.lengths != saved.lengths, show(&saved.lengths), show(&self.lengths)),
             ("--data", self.data != saved.data, show(&saved.data), show(&self.data)),
             ("--tokenizer", self.tokenizer != saved.tokenizer, show(&saved.tokenizer), show(&self.tokenizer)),
         ]
         .into_iter()
         .find_map(|(name, differs, there, here)| differs.then_some((name, there, here)))
     }
+}
+
+/// Whether two presets train the same runs (their `[eval]` and `[analyze]` may differ).
+fn same_training(a: &str, b: &str) -> bool {
+    let training = |t: &str| crate::run::RunConfig::from_toml(t, "preset").ok().map(|c| c.training());
+    a == b || training(a).is_some_and(|x| Some(x) == training(b))
 }
 
 /// An exclusive lock on a run directory (`.lock`), held while a process trains or evaluates the
@@ -308,7 +318,6 @@ mod tests {
             preset: "[model]\n".into(),
             encodings: vec!["rope".into()],
             seeds: 3,
-            lengths: vec![1, 2],
             data: None,
             tokenizer: None,
         };
@@ -317,6 +326,12 @@ mod tests {
         let other = SweepPlan { seeds: 2, ..p.clone() };
         let err = other.check_or_save(dir.path()).unwrap_err().to_string();
         assert!(err.contains("--seeds: 3 in its sweep.json, 2 here"), "{err}");
+        // what is measured after training may change; what trains may not
+        let measured = SweepPlan { preset: "[model]\n[eval]\nlengths = [1, 4]\n".into(), ..p.clone() };
+        measured.check_or_save(dir.path()).unwrap();
+        let trained = SweepPlan { preset: "[model]\nd_model = 64\n".into(), ..p.clone() };
+        let err = trained.check_or_save(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("--preset: another run"), "{err}");
     }
 
     #[test]

@@ -4,19 +4,23 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::analyze::{AnalyzeArgs, AnalyzeResult};
-use crate::copy::CopyCell;
-use crate::eval::{EvalArgs, LengthResult};
-use crate::passkey::PasskeyCell;
-use crate::sweep::{RunLock, Shard, SlurmArgs, SweepPlan};
-use crate::train::{TrainArgs, write_atomic};
+pub mod sweep;
+
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::analyze::AnalyzeArgs;
+use crate::eval::EvalArgs;
+use crate::run::results::{AnalyzeOutput, EvalOutput, RunResults, mean_tokens_per_s};
+use crate::run::{AnalyzeSettings, EvalSettings, RunConfig, RunDir};
+use crate::train::TrainArgs;
+use crate::write_atomic;
+use sweep::{RunLock, Shard, SlurmArgs, SweepPlan};
+
 const PRESETS: &[(&str, &str)] = &[
-    ("micro", include_str!("../configs/micro.toml")),
-    ("quick", include_str!("../configs/quick.toml")),
-    ("small", include_str!("../configs/small.toml")),
+    ("micro", include_str!("../../configs/micro.toml")),
+    ("quick", include_str!("../../configs/quick.toml")),
+    ("small", include_str!("../../configs/small.toml")),
 ];
 
 #[derive(Args, Debug)]
@@ -30,9 +34,10 @@ pub struct CompareArgs {
     /// Number of seeds per encoding (seeds 0, 1, …).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Evaluation lengths as multiples of the training length.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
-    pub lengths: Vec<usize>,
+    /// Evaluation lengths as multiples of the training length (default: the preset's
+    /// eval.lengths). Other evaluation settings are the preset's `[eval]` and `[analyze]`.
+    #[arg(long, value_delimiter = ',')]
+    pub lengths: Option<Vec<usize>>,
     #[arg(long, default_value = "runs/compare")]
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
@@ -62,54 +67,29 @@ pub struct CompareArgs {
     pub slurm: SlurmArgs,
 }
 
-/// Everything measured for one (encoding, seed) run.
-#[derive(Debug)]
-pub struct RunResults {
-    pub encoding: String,
-    pub seed: u64,
-    pub eval: Vec<LengthResult>,
-    pub passkey: Vec<PasskeyCell>,
-    pub copy: Vec<CopyCell>,
-    pub analyze: Vec<AnalyzeResult>,
-    pub tokens_per_s: f64,
-}
-
-/// Mean training tokens/s from a run's `metrics.csv`.
-fn tokens_per_s(run: &Path) -> f64 {
-    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
-    let v: Vec<f64> = text
-        .lines()
-        .filter(|l| l.contains(",train,"))
-        .filter_map(|l| l.rsplit(',').next()?.parse().ok())
-        .collect();
-    if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
-}
-
-fn mean_spread(v: &[f64]) -> (f64, f64) {
-    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-    (m, (hi - lo) / 2.0)
-}
-
 /// Runs the sweep (or its shard) and writes the report; `None` for `--list`, `--slurm` and
 /// `--shard`, which write no report.
 pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
     let preset: String = match PRESETS.iter().find(|(n, _)| *n == a.preset) {
         Some((_, text)) => text.to_string(),
         None if Path::new(&a.preset).is_file() => {
-            let text =
-                std::fs::read_to_string(&a.preset).with_context(|| format!("--preset {}", a.preset))?;
-            crate::train::RunConfig::from_toml(&text, &a.preset)?.validate()?;
-            text
+            std::fs::read_to_string(&a.preset).with_context(|| format!("--preset {}", a.preset))?
         }
         None => {
             bail!("--preset: unknown preset `{}` (allowed: micro, quick, small, or a config file)", a.preset)
         }
     };
+    let preset_cfg = RunConfig::from_toml(&preset, &a.preset)?;
+    preset_cfg.validate()?;
+    // what each run is evaluated and analysed with: the preset's [eval] (lengths: --lengths)
+    // and [analyze]; saved results are reused only for the same settings
+    let mut eval_settings = preset_cfg.eval.clone();
+    if let Some(l) = &a.lengths {
+        eval_settings.lengths = l.clone();
+        eval_settings.validate().context("--lengths")?;
+    }
+    let stages =
+        Stages { eval: eval_settings, analyze: preset_cfg.analyze.clone(), eval_data: a.eval_data.clone() };
     if a.seeds == 0 || a.encodings.is_empty() {
         bail!("--seeds and --encodings: at least one of each is required");
     }
@@ -123,7 +103,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         Some(list) => list.split(',').next().unwrap_or("auto").trim().to_string(),
         None => a.device.clone(),
     };
-    let runs = crate::sweep::plan(&a.encodings, a.seeds, &a.out);
+    let runs = sweep::plan(&a.encodings, a.seeds, &a.out);
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     if a.list {
         println!("{} runs in {}:", runs.len(), a.out.display());
@@ -137,17 +117,15 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         preset: preset.clone(),
         encodings: a.encodings.clone(),
         seeds: a.seeds,
-        lengths: a.lengths.clone(),
         data: absolute(&a.data)?,
-        tokenizer: a.tokenizer.as_deref().map(crate::sweep::absolute_tokenizer).transpose()?,
+        tokenizer: a.tokenizer.as_deref().map(sweep::absolute_tokenizer).transpose()?,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     sweep.check_or_save(&a.out)?;
     let preset_path = a.out.join("preset.toml");
     write_atomic(&preset_path, preset.as_bytes())?;
     if a.slurm.slurm {
-        let submit =
-            crate::sweep::write_sbatch(&a.out, &zoo_args(&a, &sweep, &preset_path)?, runs.len(), &a.slurm)?;
+        let submit = sweep::write_sbatch(&a.out, &zoo_args(&a, &sweep, &preset_path)?, runs.len(), &a.slurm)?;
         println!(
             "wrote {0}/sweep.sbatch ({1} array tasks) and {0}/report.sbatch; submit with:\n{submit}",
             a.out.display(),
@@ -169,10 +147,11 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
             bail!("stopped by a signal before {enc} seed {seed}; the same command continues the sweep");
         }
         let _lock = RunLock::acquire(run)?;
-        if run.join("config.toml").exists() {
-            crate::eval::load_run(run)?; // results of another format are not reused
+        let dir = RunDir::new(run);
+        if dir.config_file().exists() {
+            dir.load_config()?; // results of another format are not reused
         }
-        let finished = run.join("model.safetensors").exists();
+        let finished = dir.is_trained();
         println!(
             "[{}/{total}] {enc} seed {seed}: {}",
             planned.index + 1,
@@ -189,7 +168,7 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
                 out: run.clone(),
                 device: a.device.clone(),
                 devices: a.devices.clone(),
-                resume: run.join("checkpoint").exists(),
+                resume: dir.checkpoint_dir().exists(),
                 tui: false,
             })?;
             if crate::signals::stop_requested() {
@@ -198,53 +177,19 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
                 );
             }
         }
-        let has = |f: &str| finished && run.join(f).exists();
-        let eval = EvalArgs {
-            run: run.clone(),
-            lengths: a.lengths.clone(),
-            tokens: 8192,
-            data: a.eval_data.clone(),
-            text_field: None,
-            rope_scaling: None,
-            factor: None,
-            buckets: 16,
-            query_block: 512,
-            device: eval_device.clone(),
-            // ≥ 20 prompts per reported cell (per run: 3 depths × 10; copy: 8 per distance)
-            passkey_trials: 10,
-            depths: vec![0.0, 0.5, 1.0],
-            copy_trials: 8,
-        };
-        let sfx = crate::eval::output_suffix(&eval);
-        let (eval_json, passkey_json, copy_json) =
-            (format!("eval{sfx}.json"), format!("passkey{sfx}.json"), format!("copy{sfx}.json"));
-        if !(has(&eval_json) && has(&passkey_json) && has(&copy_json)) {
-            crate::eval::run(eval)?;
+        let (eval, analyze) = stages.run(&dir, finished, &eval_device)?;
+        if shard.is_none() {
+            results.push(RunResults {
+                encoding: enc.clone(),
+                seed,
+                eval: eval.perplexity,
+                passkey: eval.passkey,
+                copy: eval.copy,
+                analyze: analyze.lengths,
+                tokens_per_s: mean_tokens_per_s(&dir.metrics()),
+                compute_path: dir.train_record().map_or_else(|| "unrecorded".into(), |r| r.compute_path),
+            });
         }
-        if !has("analyze.json") {
-            crate::analyze::run(AnalyzeArgs {
-                run: run.clone(),
-                lengths: vec![1, 2],
-                windows: 4,
-                device: eval_device.clone(),
-            })?;
-        }
-        if shard.is_some() {
-            continue;
-        }
-        let read = |name: &str| -> Result<String> {
-            std::fs::read_to_string(run.join(name))
-                .with_context(|| format!("reading {}", run.join(name).display()))
-        };
-        results.push(RunResults {
-            encoding: enc.clone(),
-            seed,
-            eval: serde_json::from_str(&read(&eval_json)?)?,
-            passkey: serde_json::from_str(&read(&passkey_json)?)?,
-            copy: serde_json::from_str(&read(&copy_json)?)?,
-            analyze: serde_json::from_str(&read("analyze.json")?)?,
-            tokens_per_s: tokens_per_s(run),
-        });
     }
     if let Some(s) = shard {
         println!(
@@ -253,7 +198,8 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         );
         return Ok(None);
     }
-    let report = crate::report::write(&a.out, &a.preset, &a.encodings, &a.lengths, &results, a.seeds)?;
+    let report =
+        crate::report::write(&a.out, &a.preset, &a.encodings, &stages.eval.lengths, &results, a.seeds)?;
     println!("report: {}", report.display());
     Ok(Some(report))
 }
@@ -270,11 +216,12 @@ fn zoo_args(a: &CompareArgs, sweep: &SweepPlan, preset: &Path) -> Result<Vec<Str
         join(a.encodings.clone()),
         "--seeds".into(),
         a.seeds.to_string(),
-        "--lengths".into(),
-        join(a.lengths.iter().map(|l| l.to_string()).collect()),
         "--out".into(),
         std::path::absolute(&a.out)?.display().to_string(),
     ];
+    if let Some(l) = &a.lengths {
+        args.extend(["--lengths".into(), join(l.iter().map(|l| l.to_string()).collect())]);
+    }
     match &a.devices {
         Some(d) => args.extend(["--devices".into(), d.clone()]),
         None => args.extend(["--device".into(), a.device.clone()]),
@@ -294,7 +241,45 @@ fn zoo_args(a: &CompareArgs, sweep: &SweepPlan, preset: &Path) -> Result<Vec<Str
     Ok(args)
 }
 
-pub(crate) fn summarise(v: &[f64]) -> String {
-    let (m, s) = mean_spread(v);
-    if m.is_nan() { "–".into() } else { format!("{m:.3} ± {s:.3}") }
+/// The stages after training, with the settings the sweep asks for.
+struct Stages {
+    eval: EvalSettings,
+    analyze: AnalyzeSettings,
+    eval_data: Option<PathBuf>,
+}
+
+impl Stages {
+    /// Evaluates and analyses a trained run, reusing a saved result only when it was measured
+    /// with these settings on this model (`trained_before`: the model is not the one just trained).
+    fn run(&self, dir: &RunDir, trained_before: bool, device: &str) -> Result<(EvalOutput, AnalyzeOutput)> {
+        let st = &self.eval;
+        let eval = EvalArgs {
+            run: dir.path().to_path_buf(),
+            lengths: Some(st.lengths.clone()),
+            tokens: Some(st.tokens),
+            buckets: Some(st.buckets),
+            passkey_trials: Some(st.passkey_trials),
+            depths: Some(st.depths.clone()),
+            copy_trials: Some(st.copy_trials),
+            data: self.eval_data.clone(),
+            query_block: 512,
+            device: device.to_string(),
+            ..Default::default()
+        };
+        let want = eval.spec(st)?;
+        let eval = match dir.eval(&crate::eval::output_suffix(&eval)) {
+            Some(saved) if trained_before && saved.spec == want => saved,
+            _ => crate::eval::run(eval)?,
+        };
+        let analyze = match dir.analyze() {
+            Some(saved) if trained_before && saved.settings == self.analyze => saved,
+            _ => crate::analyze::run(AnalyzeArgs {
+                run: dir.path().to_path_buf(),
+                lengths: Some(self.analyze.lengths.clone()),
+                windows: Some(self.analyze.windows),
+                device: device.to_string(),
+            })?,
+        };
+        Ok((eval, analyze))
+    }
 }

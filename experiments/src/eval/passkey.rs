@@ -1,13 +1,13 @@
 //! Passkey retrieval in the corpus's own format: a fact `the code of <name> is <dddd>.` hidden at
 //! depth d of filler sentences, recalled at the end (`recall: the code of <name> is `); the model
-//! must produce the 4 digits greedily (scored by teacher forcing, see [`crate::retrieval`]).
+//! must produce the 4 digits greedily (scored by teacher forcing, see [`super::retrieval`]).
 //! Accuracy over a grid of lengths × depths.
 
+use crate::run::results::PasskeyCell;
 use pezoo_models::Tokenizer;
 use pezoo_models::corpus::SplitMix;
-use serde::{Deserialize, Serialize};
 
-use crate::retrieval::{Probe, Subject, filler, score};
+use super::retrieval::{Probe, Subject, filler, score};
 
 /// One prompt, its expected answer, and where the fact sentence starts.
 #[derive(Debug, Clone)]
@@ -34,15 +34,6 @@ pub fn passkey_prompt(rng: &mut SplitMix, len: usize, depth: f64, tok: &Tokenize
     prompt.extend(filler(rng, filler_len - key_start, tok));
     prompt.extend(&question);
     Some(Passkey { probe: Probe::new(prompt, answer, tok), key_start })
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PasskeyCell {
-    pub length: usize,
-    pub depth: f64,
-    pub trials: usize,
-    pub correct: usize,
-    pub accuracy: f64,
 }
 
 /// Accuracy for each (length, depth): `trials` prompts each, exact match of the 4 digits.

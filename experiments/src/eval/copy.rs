@@ -1,13 +1,13 @@
 //! The copy task in the corpus's own format: `copy: <10 letters>.`, filler, then `again:` — the
 //! model must reproduce the span, whose first answer token sits `distance` tokens after the same
-//! token of the stated span (scored by teacher forcing, see [`crate::retrieval`]). Accuracy vs
+//! token of the stated span (scored by teacher forcing, see [`super::retrieval`]). Accuracy vs
 //! distance, at a given prompt length.
 
+use crate::run::results::CopyCell;
 use pezoo_models::Tokenizer;
 use pezoo_models::corpus::SplitMix;
-use serde::{Deserialize, Serialize};
 
-use crate::retrieval::{Probe, Subject, filler, score};
+use super::retrieval::{Probe, Subject, filler, score};
 
 /// Letters in the span (as in the training corpus).
 pub const SPAN: usize = 10;
@@ -39,17 +39,6 @@ pub fn distances(len: usize, tok: &Tokenizer) -> Vec<usize> {
         d.push(max);
     }
     d
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CopyCell {
-    pub length: usize,
-    pub distance: usize,
-    pub trials: usize,
-    /// Fraction of spans reproduced exactly.
-    pub accuracy: f64,
-    /// Fraction of the span's tokens predicted given the correct prefix.
-    pub token_accuracy: f64,
 }
 
 /// Accuracy per (length, distance), `trials` spans each.

@@ -1,9 +1,12 @@
-//! A run's configuration: `[model]` (pezoo-models), `[train]`, `[data]`, one TOML file.
+//! A run's configuration, one TOML file: `[model]` (pezoo-models), `[train]`, `[data]` define
+//! what trains; `[eval]` and `[analyze]` what is measured afterwards (saved with each result, so
+//! a result is reused only for the same settings).
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use pezoo_models::ModelConfig;
+use pezoo_models::corpus::Corpus;
 use pezoo_models::corpus::SyntheticStyle;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +121,8 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub data: DataConfig,
+    pub eval: EvalSettings,
+    pub analyze: AnalyzeSettings,
 }
 
 impl Default for RunConfig {
@@ -127,8 +132,91 @@ impl Default for RunConfig {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             data: DataConfig::default(),
+            eval: EvalSettings::default(),
+            analyze: AnalyzeSettings::default(),
         }
     }
+}
+
+/// `[eval]`: what `zoo eval` measures (its flags override these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Evaluation lengths as multiples of the training length.
+    pub lengths: Vec<usize>,
+    /// Tokens of text per length (windows = tokens / length, at least one).
+    pub tokens: usize,
+    /// Position buckets of the per-position loss curve.
+    pub buckets: usize,
+    /// Passkey prompts per (length, depth); 0 skips the passkey grid.
+    pub passkey_trials: usize,
+    /// Passkey depths (0 = start, 1 = just before the question).
+    pub depths: Vec<f64>,
+    /// Copy-task spans per (length, distance); 0 skips the copy task.
+    pub copy_trials: usize,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        // ≥ 20 prompts per reported cell over 3 seeds (passkey: 10 per depth; copy: 8 per distance)
+        Self {
+            lengths: vec![1, 2, 4, 8],
+            tokens: 8192,
+            buckets: 16,
+            passkey_trials: 10,
+            depths: vec![0.0, 0.5, 1.0],
+            copy_trials: 8,
+        }
+    }
+}
+
+impl EvalSettings {
+    pub fn validate(&self) -> Result<()> {
+        check_multiples("eval.lengths", &self.lengths)?;
+        if self.tokens == 0 || self.buckets == 0 {
+            bail!("eval.tokens and eval.buckets: 0 is out of range (allowed: ≥ 1)");
+        }
+        if let Some(d) = self.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+            bail!("eval.depths: {d} is out of range (allowed: 0 ≤ depth ≤ 1)");
+        }
+        if self.passkey_trials > 0 && self.depths.is_empty() {
+            bail!("eval.depths: empty (allowed: depths in [0, 1], or eval.passkey_trials = 0)");
+        }
+        Ok(())
+    }
+}
+
+/// `[analyze]`: what `zoo analyze` measures (its flags override these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzeSettings {
+    /// Window lengths as multiples of the training length.
+    pub lengths: Vec<usize>,
+    /// Held-out windows per length.
+    pub windows: usize,
+}
+
+impl Default for AnalyzeSettings {
+    fn default() -> Self {
+        Self { lengths: vec![1, 2], windows: 4 }
+    }
+}
+
+impl AnalyzeSettings {
+    pub fn validate(&self) -> Result<()> {
+        check_multiples("analyze.lengths", &self.lengths)?;
+        if self.windows == 0 {
+            bail!("analyze.windows: 0 is out of range (allowed: ≥ 1)");
+        }
+        Ok(())
+    }
+}
+
+fn check_multiples(field: &str, v: &[usize]) -> Result<()> {
+    if v.is_empty() || v.contains(&0) {
+        bail!("{field}: {v:?} is out of range (allowed: multiples of the training length, each ≥ 1)");
+    }
+    Ok(())
 }
 
 fn range_err(field: &str, value: impl std::fmt::Display, allowed: &str) -> anyhow::Error {
@@ -145,6 +233,25 @@ impl RunConfig {
                 at.map_or(String::new(), |l| format!(" line {l}")),
                 msg.join(" ")
             )
+        })
+    }
+
+    /// The same run with the default `[eval]` and `[analyze]`: what decides the training.
+    pub fn training(&self) -> Self {
+        Self { eval: EvalSettings::default(), analyze: AnalyzeSettings::default(), ..self.clone() }
+    }
+
+    /// The corpus the run trains on (files, or the embedded synthetic one).
+    pub fn corpus(&self) -> Result<Corpus> {
+        let min = 4 * (self.model.max_seq_len + 1);
+        Ok(match &self.data.path {
+            Some(p) => Corpus::from_path(p, min, &self.data.text_field).context("data.path")?,
+            None => Corpus::synthetic_styled(
+                self.data.synthetic_style,
+                self.train.seed,
+                self.data.synthetic_docs,
+                self.data.synthetic_doc_len,
+            ),
         })
     }
 
@@ -198,6 +305,8 @@ impl RunConfig {
         if self.data.text_field.is_empty() {
             bail!("data.text_field: empty (allowed: the name of a string field of the .jsonl lines)");
         }
+        self.eval.validate()?;
+        self.analyze.validate()?;
         self.model.validate()?;
         Ok(())
     }
@@ -215,6 +324,26 @@ mod tests {
         c.data.path = Some("books".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("data.synthetic_style:"), "{err}");
+    }
+
+    #[test]
+    fn eval_and_analyze_settings_are_checked_and_left_out_of_the_training() {
+        let text = "[eval]\nlengths = [1, 3]\ndepths = [0.5]\n[analyze]\nwindows = 2\n";
+        let c = RunConfig::from_toml(text, "t").unwrap();
+        assert_eq!((c.eval.lengths.as_slice(), c.eval.tokens, c.analyze.windows), (&[1, 3][..], 8192, 2));
+        let plain = RunConfig { format: c.format, ..Default::default() };
+        assert_eq!(c.training(), plain);
+        assert_ne!(c, plain);
+        for (bad, field) in [
+            ("[eval]\nlengths = [0, 2]\n", "eval.lengths:"),
+            ("[eval]\ndepths = [1.5]\n", "eval.depths:"),
+            ("[analyze]\nwindows = 0\n", "analyze.windows:"),
+        ] {
+            let err = RunConfig::from_toml(bad, "t").unwrap().validate().unwrap_err().to_string();
+            assert!(err.starts_with(field), "{bad}: {err}");
+        }
+        let err = RunConfig::from_toml("[eval]\nlength = [1]\n", "t").unwrap_err().to_string();
+        assert!(err.contains("unknown field `length`"), "{err}");
     }
 
     /// Every shipped configuration (presets and the papers' recipes) parses and validates.

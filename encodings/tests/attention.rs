@@ -1,14 +1,14 @@
-//! Fused causal attention (wgpu; lavapipe in CI) against a dense reference on flex: softmax of
-//! `q kᵀ` plus the encoding's full `[heads, L, L]` bias under a causal mask, with the encoding's
-//! reference rotary map — forward, log-sum-exp and every gradient (q, k, v and the encoding's
-//! parameters), on odd shapes, with NaN-poisoned outputs.
-#![cfg(feature = "wgpu")]
+//! Fused causal attention on every compiled CubeCL device (`cube_tests!`; wgpu on lavapipe in
+//! CI) against a dense reference on flex: softmax of `q kᵀ` plus the encoding's full
+//! `[heads, L, L]` bias under a causal mask, with the encoding's reference rotary map — forward,
+//! log-sum-exp and every gradient (q, k, v and the encoding's parameters), on odd shapes, with
+//! NaN-poisoned outputs.
+#![cfg(feature = "cube")]
 
 mod common;
 
 use burn::module::{ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::DeviceKind;
 use burn::tensor::activation::softmax;
 use common::*;
 use pezoo_encodings::rotary::{fused, reference};
@@ -35,10 +35,6 @@ const CASES: &[&str] = &[
     "kind = \"xpos\"\nlayout = \"interleaved\"\nscale_base = 2.0",
     "kind = \"xpos\"",
 ];
-
-fn gpu() -> Device {
-    Device::wgpu(DeviceKind::DefaultDevice)
-}
 
 /// Sets every float parameter to seeded uniform values in [−1, 1) (so biases and their
 /// gradients are far from their initial values and from zero), tracked for gradients.
@@ -156,10 +152,9 @@ fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-#[test]
-fn fused_attention_matches_the_dense_reference() {
+fn fused_attention_matches_the_dense_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (g, c) = (gpu(), device());
+    let (g, c) = (gpu.clone(), device());
     assert!(attention::available(&g) && !attention::available(&c));
     let (b, h) = (2, 3);
     for &d in &[10usize, 64] {
@@ -187,9 +182,8 @@ fn fused_attention_matches_the_dense_reference() {
     }
 }
 
-#[test]
-fn log_sum_exp_is_that_of_the_masked_logits() {
-    let g = gpu();
+fn log_sum_exp_is_that_of_the_masked_logits(gpu: Device) {
+    let g = gpu.clone();
     let (b, h, s, d) = (2, 3, 129, 12);
     let [q, k, v] = qkv(b, h, s, d, 9);
     let table: Vec<f32> = random_vec(&mut rng(4), h * (s + 5));
@@ -243,10 +237,9 @@ fn gradients(
     out
 }
 
-#[test]
-fn fused_gradients_match_the_dense_reference() {
+fn fused_gradients_match_the_dense_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (g, c) = (gpu().autodiff(), device().autodiff());
+    let (g, c) = (gpu.clone().autodiff(), device().autodiff());
     let (b, h, d) = (2, 3, 10);
     let ctx = EncodingContext::new(d, h, Some(64));
     // Not the HoPE-Hyp case with θ_max close to θ' (its fused forward is checked against f64
@@ -290,9 +283,8 @@ fn fused_gradients_match_the_dense_reference() {
     }
 }
 
-#[test]
-fn a_later_token_changes_no_earlier_output() {
-    let g = gpu();
+fn a_later_token_changes_no_earlier_output(gpu: Device) {
+    let g = gpu.clone();
     let (b, h, d) = (1, 3, 12);
     let ctx = EncodingContext::new(d, h, Some(64));
     // a bias table, FIRE (by query position), and a growing map over several tiles (xPos, scale base 2)
@@ -332,9 +324,8 @@ fn a_later_token_changes_no_earlier_output() {
 
 /// θ' learnt to a much larger value after a first forward: the kernels take the tile length
 /// from the current θ' (a stale one would let the key factors overflow to inf).
-#[test]
-fn hope_hyp_follows_a_changed_theta_prime() {
-    let g = gpu();
+fn hope_hyp_follows_a_changed_theta_prime(gpu: Device) {
+    let g = gpu.clone();
     let (b, h, s, d) = (1, 3, 129, 10);
     let ctx = EncodingContext::new(d, h, Some(64));
     let enc = encoding("kind = \"hope-hyp\"", &ctx, &g);
@@ -359,10 +350,9 @@ fn hope_hyp_follows_a_changed_theta_prime() {
 /// Rows longer than lavapipe's per-invocation loop budget (65535 iterations in all: with loops
 /// over channels not unrolled, a row of ~500 keys at head_dim 64 exhausted it and came back
 /// wrong): forward and every gradient at 1100 keys, head_dim 64, against the dense reference.
-#[test]
-fn long_rows_match_the_dense_reference() {
+fn long_rows_match_the_dense_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (g, c) = (gpu().autodiff(), device().autodiff());
+    let (g, c) = (gpu.clone().autodiff(), device().autodiff());
     let (b, h, s, d) = (1, 2, 1100, 64);
     let ctx = EncodingContext::new(d, h, Some(64));
     for toml in ["kind = \"alibi\"", "kind = \"hope-hyp\"", "kind = \"fire\""] {
@@ -381,3 +371,12 @@ fn long_rows_match_the_dense_reference() {
         }
     }
 }
+
+cube_tests!(
+    fused_attention_matches_the_dense_reference,
+    log_sum_exp_is_that_of_the_masked_logits,
+    fused_gradients_match_the_dense_reference,
+    a_later_token_changes_no_earlier_output,
+    hope_hyp_follows_a_changed_theta_prime,
+    long_rows_match_the_dense_reference,
+);

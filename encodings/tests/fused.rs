@@ -1,12 +1,12 @@
-//! Fused CubeCL kernels (wgpu; lavapipe in CI) against the reference (flex), forward and every
-//! gradient, for each rotary-class encoding × layout × offsets × partial/full, on odd sizes, with
-//! outputs NaN-poisoned before each launch so an unwritten element fails.
-#![cfg(feature = "wgpu")]
+//! Fused CubeCL kernels against the reference (flex), forward and every gradient, for each
+//! rotary-class encoding × layout × offsets × partial/full, on odd sizes, with outputs
+//! NaN-poisoned before each launch so an unwritten element fails — on every compiled CubeCL
+//! device (`cube_tests!`; wgpu on lavapipe in CI).
+#![cfg(feature = "cube")]
 
 mod common;
 
 use burn::prelude::*;
-use burn::tensor::DeviceKind;
 use common::*;
 use pezoo_encodings::rotary::{fused, reference};
 use pezoo_encodings::{EncodingContext, RotaryEncoding, Side};
@@ -25,10 +25,6 @@ const CASES: &[&str] = &[
     "kind = \"hope-hyp\"\nlayout = \"interleaved\"\nangle_scale = 0.3\ntheta_prime = 0.4\nlearnable = false",
 ];
 
-fn gpu() -> Device {
-    Device::wgpu(DeviceKind::DefaultDevice)
-}
-
 fn rotary(toml: &str, ctx: &EncodingContext, dev: &Device) -> RotaryEncoding {
     build(toml, ctx, dev).as_dyn().rotary().unwrap().clone()
 }
@@ -44,10 +40,9 @@ fn starts(toml: &str, side: Side) -> Vec<i64> {
     }
 }
 
-#[test]
-fn fused_forward_matches_the_reference() {
+fn fused_forward_matches_the_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (g, c) = (gpu(), device());
+    let (g, c) = (gpu.clone(), device());
     assert!(fused::is_cube(&g) && fused::is_cube(&g.clone().autodiff()) && !fused::is_cube(&c));
     for &d in &[10usize, 12] {
         let ctx = EncodingContext::new(d, 3, Some(16));
@@ -74,10 +69,9 @@ fn fused_forward_matches_the_reference() {
     }
 }
 
-#[test]
-fn fused_gradients_match_the_reference() {
+fn fused_gradients_match_the_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (g, c) = (gpu().autodiff(), device().autodiff());
+    let (g, c) = (gpu.clone().autodiff(), device().autodiff());
     let (b, h, seq, d) = (2, 3, 7, 10);
     let ctx = EncodingContext::new(d, h, Some(16));
     for toml in CASES {
@@ -112,15 +106,15 @@ fn fused_gradients_match_the_reference() {
     }
 }
 
-#[test]
-fn fused_angles_are_exact_at_position_1e6() {
+fn fused_angles_are_exact_at_position_1e6(gpu: Device) {
     let d = 64;
     let ctx = EncodingContext::new(d, 1, None);
-    let enc = rotary("kind = \"rope\"", &ctx, &gpu());
+    let enc = rotary("kind = \"rope\"", &ctx, &gpu.clone());
     let mut x = vec![0f32; d];
     x[..d / 2].fill(1.0);
     for m in [1_000_000i64, 4_194_303, 16_000_000] {
-        let y = host(fused::apply(&enc, tensor4(x.clone(), [1, 1, 1, d], &gpu()), &[m], Side::Query, 1));
+        let y =
+            host(fused::apply(&enc, tensor4(x.clone(), [1, 1, 1, d], &gpu.clone()), &[m], Side::Query, 1));
         for i in 0..d / 2 {
             let a = m as f64 * 10_000f64.powf(-2.0 * i as f64 / d as f64);
             assert!((y[i] as f64 - a.cos()).abs() < 1e-5, "m={m} cos pair {i}: {} vs {}", y[i], a.cos());
@@ -129,9 +123,8 @@ fn fused_angles_are_exact_at_position_1e6() {
     }
 }
 
-#[test]
-fn fused_handles_non_contiguous_inputs() {
-    let (g, c) = (gpu(), device());
+fn fused_handles_non_contiguous_inputs(gpu: Device) {
+    let (g, c) = (gpu.clone(), device());
     let ctx = EncodingContext::new(10, 3, Some(16));
     let (fe, re) = (rotary("kind = \"rope\"", &ctx, &g), rotary("kind = \"rope\"", &ctx, &c));
     let x = random_vec(&mut rng(5), 2 * 7 * 3 * 10);
@@ -146,15 +139,14 @@ fn fused_handles_non_contiguous_inputs() {
 
 /// The sinusoidal table from the angle kernel (what wgpu runs) against sin/cos of p·b^(−2i/d) in
 /// f64, at odd pair counts, near 0, at 1e6 and just below 2²⁴ (the kernel's range), NaN-poisoned.
-#[test]
-fn fused_sinusoidal_table_matches_the_closed_form() {
+fn fused_sinusoidal_table_matches_the_closed_form(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
     for (d, base) in [(10usize, 10_000.0f64), (66, 500.0)] {
         let ctx = EncodingContext::new(d, 1, None);
         let toml = format!("kind = \"sinusoidal\"\nbase = {base:?}");
-        let enc = build(&toml, &ctx, &gpu());
+        let enc = build(&toml, &ctx, &gpu.clone());
         for range in [0..333usize, 1_000_000..1_000_007, 16_777_200..16_777_216] {
-            let got = host(enc.as_dyn().position_embedding(range.clone(), &gpu()).expect("a table"));
+            let got = host(enc.as_dyn().position_embedding(range.clone(), &gpu.clone()).expect("a table"));
             let want: Vec<f64> = range
                 .clone()
                 .flat_map(|p| {
@@ -168,3 +160,11 @@ fn fused_sinusoidal_table_matches_the_closed_form() {
         }
     }
 }
+
+cube_tests!(
+    fused_forward_matches_the_reference,
+    fused_gradients_match_the_reference,
+    fused_angles_are_exact_at_position_1e6,
+    fused_handles_non_contiguous_inputs,
+    fused_sinusoidal_table_matches_the_closed_form,
+);

@@ -10,12 +10,12 @@ use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use super::kernel::{dbias_kernel, dkv_kernel, dq_kernel, forward_kernel, tile_map_kernel};
 
-/// An output of `shape`, NaN-filled when the rotary module's `POISON` switch is on (tests: an
-/// unwritten element then fails), else uninitialised.
+/// An output of `shape`, NaN-filled when the tests' poison switch is on (feature `test-hooks`:
+/// an unwritten element then fails), else uninitialised.
 fn output(like: &CubeTensor, shape: Shape) -> CubeTensor {
     use burn::backend::ops::FloatTensorOps;
     let out = empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
-    if crate::rotary::fused::POISON.load(std::sync::atomic::Ordering::Relaxed) {
+    if crate::rotary::fused::poisoned() {
         let nan = <CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(out, f32::NAN.into());
         return into_contiguous(nan);
     }

@@ -5,13 +5,12 @@
 
 use std::f64::consts::PI;
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::rope::default_theta;
-use super::{Layout, RotaryEncoding, RotarySpec, check_rotary};
+use super::{Layout, RotarySpec, check_rotary};
 use crate::error::Result;
-use crate::registry::{EncodingContext, EncodingKind};
+use crate::registry::EncodingContext;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,17 +40,8 @@ impl HopeHfConfig {
     }
 }
 
-impl EncodingKind for HopeHfConfig {
-    const KIND: &'static str = "hope-hf";
-    const SUMMARY: &'static str =
-        "RoPE without the pairs whose wavelength exceeds train_len (Chen et al. 2025)";
-    type Module = RotaryEncoding;
-
-    fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        self.spec(ctx).map(|_| ())
-    }
-
-    fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<RotaryEncoding> {
-        Ok(RotaryEncoding::new(self.spec(ctx)?, device))
-    }
-}
+super::rotary_kind!(
+    HopeHfConfig,
+    "hope-hf",
+    "RoPE without the pairs whose wavelength exceeds train_len (Chen et al. 2025)"
+);

@@ -9,13 +9,12 @@
 //! more local. The absolute form overflows f32 within tens of positions; every application here
 //! is re-centred per query block (see the rotary module).
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::rope::default_theta;
-use super::{Layout, PairMap, RotaryEncoding, RotarySpec, check_rotary};
+use super::{Layout, PairMap, RotarySpec, check_rotary};
 use crate::error::{ConfigError, Result, check_range};
-use crate::registry::{EncodingContext, EncodingKind};
+use crate::registry::EncodingContext;
 
 fn yes() -> bool {
     true
@@ -98,16 +97,8 @@ impl HopeHypConfig {
     }
 }
 
-impl EncodingKind for HopeHypConfig {
-    const KIND: &'static str = "hope-hyp";
-    const SUMMARY: &'static str = "hyperbolic rotary: Lorentz boost + damping e^(-Δθ') (Dai et al. 2025)";
-    type Module = RotaryEncoding;
-
-    fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        self.spec(ctx).map(|_| ())
-    }
-
-    fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<RotaryEncoding> {
-        Ok(RotaryEncoding::new(self.spec(ctx)?, device))
-    }
-}
+super::rotary_kind!(
+    HopeHypConfig,
+    "hope-hyp",
+    "hyperbolic rotary: Lorentz boost + damping e^(-Δθ') (Dai et al. 2025)"
+);

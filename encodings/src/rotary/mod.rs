@@ -169,6 +169,31 @@ pub fn rope_grid(base: f64, dim: usize) -> Vec<f64> {
     (0..dim / 2).map(|i| base.powf(-2.0 * i as f64 / dim as f64)).collect()
 }
 
+/// The registry entry of a rotary config whose `spec(ctx)` says everything: validating is
+/// building the spec, and the module is a [`RotaryEncoding`] of it.
+macro_rules! rotary_kind {
+    ($config:ty, $kind:literal, $summary:literal) => {
+        impl $crate::registry::EncodingKind for $config {
+            const KIND: &'static str = $kind;
+            const SUMMARY: &'static str = $summary;
+            type Module = $crate::rotary::RotaryEncoding;
+
+            fn validate(&self, ctx: &$crate::registry::EncodingContext) -> $crate::error::Result<()> {
+                self.spec(ctx).map(|_| ())
+            }
+
+            fn init(
+                &self,
+                ctx: &$crate::registry::EncodingContext,
+                device: &burn::prelude::Device,
+            ) -> $crate::error::Result<$crate::rotary::RotaryEncoding> {
+                Ok($crate::rotary::RotaryEncoding::new(self.spec(ctx)?, device))
+            }
+        }
+    };
+}
+pub(crate) use rotary_kind;
+
 /// Shared checks: an even head dimension and a base > 1.
 pub(crate) fn check_rotary(ctx: &EncodingContext, rope_theta: f64) -> Result<()> {
     if ctx.head_dim < 2 || !ctx.head_dim.is_multiple_of(2) {

@@ -2,13 +2,12 @@
 //! (pairs i < ⌊p·d/2⌋ keep θ_i = b^(−2i/d)); the rest are passed through. Unlike partial rotary,
 //! the kept frequencies are the original ones, not a compressed spectrum.
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::rope::default_theta;
-use super::{Layout, RotaryEncoding, RotarySpec, check_rotary};
+use super::{Layout, RotarySpec, check_rotary};
 use crate::error::{Result, check_range};
-use crate::registry::{EncodingContext, EncodingKind};
+use crate::registry::EncodingContext;
 
 fn default_p() -> f64 {
     0.75
@@ -42,16 +41,8 @@ impl PRopeConfig {
     }
 }
 
-impl EncodingKind for PRopeConfig {
-    const KIND: &'static str = "p-rope";
-    const SUMMARY: &'static str = "RoPE keeping the top fraction p of frequencies (Barbero et al. 2025)";
-    type Module = RotaryEncoding;
-
-    fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        self.spec(ctx).map(|_| ())
-    }
-
-    fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<RotaryEncoding> {
-        Ok(RotaryEncoding::new(self.spec(ctx)?, device))
-    }
-}
+super::rotary_kind!(
+    PRopeConfig,
+    "p-rope",
+    "RoPE keeping the top fraction p of frequencies (Barbero et al. 2025)"
+);

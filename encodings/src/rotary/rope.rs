@@ -1,13 +1,12 @@
 //! RoPE (Su et al. 2021), both layouts, with Hugging Face's `partial_rotary_factor` (rotate the
 //! first r·d channels with the spectrum compressed to them) and eval-time `rope_scaling`.
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::scaling::RopeScaling;
-use super::{Layout, RotaryEncoding, RotarySpec, check_rotary};
+use super::{Layout, RotarySpec, check_rotary};
 use crate::error::{ConfigError, Result, check_range};
-use crate::registry::{EncodingContext, EncodingKind};
+use crate::registry::EncodingContext;
 
 pub(crate) fn default_theta() -> f64 {
     10_000.0
@@ -63,17 +62,8 @@ impl RopeConfig {
     }
 }
 
-impl EncodingKind for RopeConfig {
-    const KIND: &'static str = "rope";
-    const SUMMARY: &'static str =
-        "rotary (Su et al. 2021); partial_rotary_factor, rope_scaling = linear|ntk|dynamic|yarn|llama3";
-    type Module = RotaryEncoding;
-
-    fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        self.spec(ctx).map(|_| ())
-    }
-
-    fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<RotaryEncoding> {
-        Ok(RotaryEncoding::new(self.spec(ctx)?, device))
-    }
-}
+super::rotary_kind!(
+    RopeConfig,
+    "rope",
+    "rotary (Su et al. 2021); partial_rotary_factor, rope_scaling = linear|ntk|dynamic|yarn|llama3"
+);

@@ -1,13 +1,12 @@
 //! xPos (Sun et al. 2023): RoPE plus a per-pair scale ζ_i = (2i/d + 0.4)/1.4, q·ζ^(m/B),
 //! k·ζ^(−n/B), so the score decays as ζ^((m−n)/B). Positions are re-centred per query block.
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::rope::default_theta;
-use super::{Layout, RotaryEncoding, RotarySpec, check_rotary};
+use super::{Layout, RotarySpec, check_rotary};
 use crate::error::{Result, check_range};
-use crate::registry::{EncodingContext, EncodingKind};
+use crate::registry::EncodingContext;
 
 fn default_scale_base() -> f64 {
     512.0
@@ -43,16 +42,4 @@ impl XposConfig {
     }
 }
 
-impl EncodingKind for XposConfig {
-    const KIND: &'static str = "xpos";
-    const SUMMARY: &'static str = "RoPE with a per-pair exponential decay (Sun et al. 2023)";
-    type Module = RotaryEncoding;
-
-    fn validate(&self, ctx: &EncodingContext) -> Result<()> {
-        self.spec(ctx).map(|_| ())
-    }
-
-    fn init(&self, ctx: &EncodingContext, device: &Device) -> Result<RotaryEncoding> {
-        Ok(RotaryEncoding::new(self.spec(ctx)?, device))
-    }
-}
+super::rotary_kind!(XposConfig, "xpos", "RoPE with a per-pair exponential decay (Sun et al. 2023)");

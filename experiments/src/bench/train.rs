@@ -63,7 +63,7 @@ pub fn train(a: TrainBenchArgs) -> Result<()> {
     let ad = device.clone().autodiff();
     ad.seed(0);
     // `zoo train`'s own step: TrainStep, then its optimize (global clip, grouped AdamW).
-    let t = crate::train::RunConfig::default().train;
+    let t = crate::run::RunConfig::default().train;
     let mut model = pezoo_models::Lm::new(&cfg, &ad)?.with_grad_clip(t.grad_clip);
     let mut optim = crate::train::optimizer(&t);
     let mut rng = pezoo_models::corpus::SplitMix(1);

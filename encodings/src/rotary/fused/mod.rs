@@ -22,8 +22,10 @@ use burn::prelude::*;
 use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
+#[cfg(feature = "test-hooks")]
 pub use kernel::POISON;
 pub(crate) use kernel::exact_angle;
+pub(crate) use kernel::poisoned;
 
 use super::{PairMap, RotaryEncoding, Side};
 

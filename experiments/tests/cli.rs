@@ -129,10 +129,31 @@ fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
     let again = run(&args);
     assert_one_line_error(&again, &["--resume"]);
 
-    let resumed = run(&[&args[..], &["--resume"]].concat());
+    // what trains must not change on resume (named by section); what is measured may
+    let with = |name: &str, text: String| -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let config = std::fs::read_to_string(&cfg).unwrap();
+    let other_training = with("decay.toml", config.replace("[train]", "[train]\nweight_decay = 0.05"));
+    let config_path = cfg.to_str().unwrap();
+    let using = |c: &str| -> Vec<String> {
+        args.iter()
+            .map(|&a| if a == config_path { c } else { a })
+            .chain(["--resume"])
+            .map(String::from)
+            .collect()
+    };
+    let changed = zoo().args(using(&other_training)).output().unwrap();
+    assert_one_line_error(&changed, &["--resume: [train] differs", "config.toml"]);
+    let other_eval = with("eval.toml", format!("{config}\n[eval]\nlengths = [1, 3]\n"));
+    let resumed = zoo().args(using(&other_eval)).output().unwrap();
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(resumed.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&resumed.stderr));
     assert!(stdout.contains("resuming from checkpoint"), "{stdout}");
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("lengths = [1, 3]"), "the new [eval] is saved: {saved}");
     // The same run: same data order, optimizer and schedule → bit-identical weights on flex,
     // and the same metric rows, none repeated.
     let bytes = |p: &Path| tensors(&p.join("model.safetensors"));

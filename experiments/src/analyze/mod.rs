@@ -28,7 +28,7 @@ use crate::run::{AnalyzeSettings, RunDir};
 use pairs::{PairSpec, PairTables, pair_stats};
 
 /// `zoo analyze`'s flags; the settings flags override the run's `[analyze]`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct AnalyzeArgs {
     /// A `zoo train --out` directory.
     #[arg(long)]

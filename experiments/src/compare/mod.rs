@@ -198,8 +198,15 @@ pub fn run(a: CompareArgs) -> Result<Option<PathBuf>> {
         );
         return Ok(None);
     }
-    let report =
-        crate::report::write(&a.out, &a.preset, &a.encodings, &stages.eval.lengths, &results, a.seeds)?;
+    let report = crate::report::write(
+        &a.out,
+        &a.preset,
+        &a.encodings,
+        &stages.eval.lengths,
+        &stages.analyze.lengths,
+        &results,
+        a.seeds,
+    )?;
     println!("report: {}", report.display());
     Ok(Some(report))
 }
@@ -262,11 +269,13 @@ impl Stages {
             depths: Some(st.depths.clone()),
             copy_trials: Some(st.copy_trials),
             data: self.eval_data.clone(),
+            text_field: None,
+            rope_scaling: None,
+            factor: None,
             query_block: 512,
             device: device.to_string(),
-            ..Default::default()
         };
-        let want = eval.spec(st)?;
+        let want = eval.spec(&dir.load_config()?)?;
         let eval = match dir.eval(&crate::eval::output_suffix(&eval)) {
             Some(saved) if trained_before && saved.spec == want => saved,
             _ => crate::eval::run(eval)?,

@@ -160,7 +160,7 @@ pub struct RunLock {
 impl RunLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(".lock");
+        let path = crate::run::RunDir::new(dir).lock_file();
         let file = File::options()
             .create(true)
             .truncate(false)

@@ -16,11 +16,11 @@ use pezoo_encodings::rotary::scaling::{RopeScaling, RopeType};
 use pezoo_models::Tokens;
 
 use crate::run::results::{EvalOutput, EvalSpec};
-use crate::run::{EvalSettings, RunDir};
+use crate::run::{EvalSettings, RunConfig, RunDir};
 
 /// `zoo eval`'s flags. The settings flags override the run's `[eval]` (from its config file;
 /// defaults: [`EvalSettings`]).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
     /// A `zoo train --out` directory (config.toml + model.safetensors).
     #[arg(long)]
@@ -47,7 +47,8 @@ pub struct EvalArgs {
     /// Position buckets of the per-position loss curve [eval.buckets].
     #[arg(long)]
     pub buckets: Option<usize>,
-    /// Longest query block of attention (memory at long lengths; not a setting of the result).
+    /// Longest query block of attention (memory at long lengths; HoPE-Hyp re-centres positions
+    /// per block, so it is part of the result's settings).
     #[arg(long, default_value_t = 512)]
     pub query_block: usize,
     #[arg(long, default_value = "auto")]
@@ -64,10 +65,10 @@ pub struct EvalArgs {
 }
 
 impl EvalArgs {
-    /// The evaluation these flags ask of a run whose `[eval]` is `base`: what a saved
-    /// `eval<suffix>.json` must match to be reused.
-    pub fn spec(&self, base: &EvalSettings) -> Result<EvalSpec> {
-        let b = base.clone();
+    /// The evaluation these flags ask of a run configured as `cfg` (flags over its `[eval]`):
+    /// what a saved `eval<suffix>.json` must match to be reused.
+    pub fn spec(&self, cfg: &RunConfig) -> Result<EvalSpec> {
+        let b = cfg.eval.clone();
         let settings = EvalSettings {
             lengths: self.lengths.clone().unwrap_or(b.lengths),
             tokens: self.tokens.unwrap_or(b.tokens),
@@ -76,11 +77,21 @@ impl EvalArgs {
             depths: self.depths.clone().unwrap_or(b.depths),
             copy_trials: self.copy_trials.unwrap_or(b.copy_trials),
         };
-        settings.validate()?; // names the `[eval]` field its flag overrides
+        settings.validate().map_err(|e| {
+            // name the flag beside the field: the value came from one or the other
+            let msg = e.to_string();
+            match msg.strip_prefix("eval.").and_then(|m| m.split_once(':')) {
+                Some((field, rest)) => anyhow::anyhow!("eval.{field} (--{}):{rest}", field.replace('_', "-")),
+                None => e,
+            }
+        })?;
         let longest = *settings.lengths.iter().max().expect("validated: not empty") as f64;
+        let data = self.data.as_ref().map(std::path::absolute).transpose().context("--data")?;
         Ok(EvalSpec {
-            data: self.data.as_ref().map(std::path::absolute).transpose().context("--data")?,
-            text_field: self.text_field.clone(),
+            // the field read from another corpus (the run's own split is read as it trained)
+            text_field: data.as_ref().map(|_| self.text_field.clone().unwrap_or(cfg.data.text_field.clone())),
+            data,
+            query_block: self.query_block,
             factor: self.rope_scaling.as_ref().map(|_| self.factor.unwrap_or(longest)),
             rope_scaling: self.rope_scaling.clone(),
             settings,
@@ -112,7 +123,7 @@ pub fn output_suffix(a: &EvalArgs) -> String {
 pub fn run(a: EvalArgs) -> Result<EvalOutput> {
     let dir = RunDir::new(&a.run);
     let mut cfg = dir.load_config()?;
-    let spec = a.spec(&cfg.eval)?;
+    let spec = a.spec(&cfg)?;
     let st = &spec.settings;
     let train_len = cfg.model.max_seq_len;
     if let Some(kind) = &spec.rope_scaling {
@@ -183,7 +194,54 @@ pub fn run(a: EvalArgs) -> Result<EvalOutput> {
             println!("{len:>8}  {}", row.join("  "));
         }
     }
-    let out = EvalOutput { spec, perplexity, passkey, copy };
+    let out = EvalOutput {
+        spec,
+        device: picked,
+        compute_path: model.compute_path(&device).to_string(),
+        perplexity,
+        passkey,
+        copy,
+    };
     dir.write_eval(&output_suffix(&a), &out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(run: &str) -> EvalArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            eval: EvalArgs,
+        }
+        let argv = ["zoo"].into_iter().chain(run.split_whitespace());
+        Cli::try_parse_from(argv).expect("flags parse").eval
+    }
+
+    /// Flags override the run's `[eval]`, field by field; the rest is the run's.
+    #[test]
+    fn the_spec_is_the_flags_over_the_runs_eval_settings() {
+        let mut cfg = RunConfig::default();
+        cfg.eval.tokens = 1000;
+        cfg.data.text_field = "body".into();
+        let spec = args("--run r --lengths 1,3 --copy-trials 0").spec(&cfg).unwrap();
+        let want =
+            EvalSettings { lengths: vec![1, 3], tokens: 1000, copy_trials: 0, ..EvalSettings::default() };
+        assert_eq!(spec.settings, want);
+        assert_eq!((spec.data, spec.text_field, spec.rope_scaling, spec.factor), (None, None, None, None));
+        assert_eq!(spec.query_block, 512);
+        // another corpus: its path absolute, the field it is read with; scaling: the factor
+        // defaults to the longest length
+        let spec = args("--run r --data books.txt --rope-scaling yarn").spec(&cfg).unwrap();
+        assert!(spec.data.as_ref().is_some_and(|p| p.is_absolute() && p.ends_with("books.txt")));
+        assert_eq!(spec.text_field.as_deref(), Some("body"));
+        assert_eq!((spec.rope_scaling.as_deref(), spec.factor), (Some("yarn"), Some(8.0)));
+        let err = args("--run r --depths 0.5,2").spec(&cfg).unwrap_err().to_string();
+        assert!(err.starts_with("eval.depths (--depths): 2 is out of range"), "{err}");
+        let err = args("--run r --passkey-trials 3 --lengths 0").spec(&cfg).unwrap_err().to_string();
+        assert!(err.starts_with("eval.lengths (--lengths):"), "{err}");
+    }
 }

@@ -136,11 +136,11 @@ pub fn retrieval(
     format!("**What this shows.** Most accurate (pooled over seeds) {}.\n\n", parts.join("; "))
 }
 
-/// Which encodings' attention is U-shaped (U-score > 1) at 1× and 2×: on every seed, on none,
+/// Which encodings' attention is U-shaped (U-score > 1) at each analysed length: on every seed, on none,
 /// or on some; those not analysed at a length are named.
-pub fn u_shape(encodings: &[String], runs: &[RunResults]) -> String {
+pub fn u_shape(encodings: &[String], analyzed: &[usize], runs: &[RunResults]) -> String {
     let mut parts = Vec::new();
-    for m in [1, 2] {
+    for &m in analyzed {
         let (mut every, mut none, mut some, mut absent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in encodings {
             match stats(runs, e, |r| u_score(r, m)) {
@@ -270,7 +270,7 @@ mod tests {
             "all zero: the table says so"
         );
 
-        let u = u_shape(&encs, &runs);
+        let u = u_shape(&encs, &[1, 2], &runs);
         assert!(u.contains("at 1× on every seed: rope; on none: nope; on some: alibi."), "{u}");
         assert!(!u.contains("2×"), "nothing analysed at 2×: no clause: {u}");
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::run::results::RunResults;
+use crate::run::results::{AnalyzeResult, RunResults};
 use crate::write_atomic;
 use plots::{Axes, Heatmap, Series, heatmaps, lines};
 
@@ -131,15 +131,19 @@ pub(crate) fn copy(r: &RunResults, m: usize) -> Option<f64> {
 }
 
 pub(crate) fn u_score(r: &RunResults, m: usize) -> Option<f64> {
+    analysis(r, m).map(|a| a.mean_u_score)
+}
+
+/// The run's analysis at `m`× its training length.
+fn analysis(r: &RunResults, m: usize) -> Option<&AnalyzeResult> {
     let train = r.eval.first().map(|e| e.length / e.multiple)?;
-    r.analyze.iter().find(|a| a.length == m * train).map(|a| a.mean_u_score)
+    r.analyze.iter().find(|a| a.length == m * train)
 }
 
 /// Attention mass on the first tenth of the keys over the middle (bins 4–5), mean over layers: the
 /// "start" arm of the U alone (attention sinks), which a purely local pattern lacks.
 fn start_ratio(r: &RunResults, m: usize) -> Option<f64> {
-    let train = r.eval.first().map(|e| e.length / e.multiple)?;
-    let a = r.analyze.iter().find(|a| a.length == m * train)?;
+    let a = analysis(r, m)?;
     mean(
         a.layers
             .iter()
@@ -184,11 +188,13 @@ pub fn write(
     preset: &str,
     encodings: &[String],
     lengths: &[usize],
+    analyzed: &[usize],
     runs: &[RunResults],
     seeds: u64,
 ) -> Result<PathBuf> {
     csvs::write_csvs(out, runs, encodings, lengths)?;
-    plot_all(out, encodings, lengths, runs, seeds)?;
+    let first_analyzed = analyzed.iter().copied().min().unwrap_or(1);
+    plot_all(out, encodings, lengths, first_analyzed, runs, seeds)?;
     let mut md = format!(
         "# pezoo compare — preset `{preset}`\n\n{} encodings × {seeds} seed(s). Perplexity and attention: \
          mean ± half-range over the {seeds} seeds. Retrieval: pooled counts with 95% Wilson intervals \
@@ -231,13 +237,15 @@ pub fn write(
          relative key position, last-quarter queries, mean over layers; > 1: U-shaped.\n\n",
     );
     md.push_str(&per_cell);
-    table(&mut md, encodings, &[1, 2], runs, seeds, u_score);
-    md.push_str(&findings::u_shape(encodings, runs));
+    table(&mut md, encodings, analyzed, runs, seeds, u_score);
+    md.push_str(&findings::u_shape(encodings, analyzed, runs));
     md.push_str(
         "Its start arm alone, bin 0 / mean(bins 4, 5) (attention sinks; a purely local pattern has none):\n\n",
     );
-    table(&mut md, encodings, &[1, 2], runs, seeds, start_ratio);
-    md.push_str("Shape per layer (seed 0; `u-shaped`, `local`, `start`, `flat`: see `experiments/src/analyze.rs`):\n\n");
+    table(&mut md, encodings, analyzed, runs, seeds, start_ratio);
+    md.push_str(
+        "Shape per layer (seed 0; `u-shaped`, `local`, `start`, `flat`: see `experiments/src/analyze/mod.rs`):\n\n",
+    );
     for r in runs.iter().filter(|r| r.seed == 0) {
         let per_len: Vec<String> = r
             .analyze
@@ -251,18 +259,19 @@ pub fn write(
     }
     md.push('\n');
     md.push_str("![attention by distance](attention_by_distance.svg)\n\n");
-    pair_section(&mut md, runs);
+    pair_section(&mut md, runs, first_analyzed);
     let path = out.join("report.md");
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
-/// Rotary runs, seed 0 at the training length: which pairs carry the U, which are content channels.
-fn pair_section(md: &mut String, runs: &[RunResults]) {
+/// Rotary runs, seed 0 at `m`× the training length (the shortest analysed): which pairs carry
+/// the U, which are content channels.
+fn pair_section(md: &mut String, runs: &[RunResults], m: usize) {
     let rows: Vec<String> = runs
         .iter()
         .filter(|r| r.seed == 0)
-        .filter_map(|r| Some((r, r.analyze.first()?)))
+        .filter_map(|r| Some((r, analysis(r, m)?)))
         .flat_map(|(r, a)| {
             a.pairs.iter().map(move |l| {
                 let list = |f: &dyn Fn(&crate::run::results::PairStats) -> bool| {
@@ -284,10 +293,11 @@ fn pair_section(md: &mut String, runs: &[RunResults]) {
     if rows.is_empty() {
         return;
     }
-    md.push_str(
-        "## RoPE per-pair activation (seed 0, training length)\n\nActivated: the pair carries the U \
+    let _ = write!(
+        md,
+        "## RoPE per-pair activation (seed 0, {m}× the training length)\n\nActivated: the pair carries the U \
          (≥ 2/pairs of the positive U-contrast). Position-independent: the map changes the pair's \
-         logit contribution by ≤ 10%. Definitions: `experiments/src/pairs.rs`; numbers: `pairs.csv`.\n\n\
+         logit contribution by ≤ 10%. Definitions: `experiments/src/analyze/pairs.rs`; numbers: `pairs.csv`.\n\n\
          | encoding | layer | activated | position-independent | HoPE-HF would drop |\n|---|---|---|---|---|\n",
     );
     md.push_str(&rows.join("\n"));
@@ -326,6 +336,7 @@ fn plot_all(
     out: &Path,
     encodings: &[String],
     lengths: &[usize],
+    analyzed: usize,
     runs: &[RunResults],
     seeds: u64,
 ) -> Result<()> {
@@ -393,13 +404,13 @@ fn plot_all(
         )?;
     }
     let by_d = |r: &RunResults| {
-        let a = r.analyze.first()?;
+        let a = analysis(r, analyzed)?;
         Some(a.by_distance.iter().enumerate().skip(1).map(|(d, &w)| (d as f64, w)).collect())
     };
     lines(
         &out.join("attention_by_distance.svg"),
         &axes(
-            "attention weight by distance at 1×",
+            &format!("attention weight by distance at {analyzed}×"),
             "distance Δ (log scale)",
             "weight (log scale)",
             true,

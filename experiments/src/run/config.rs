@@ -173,8 +173,11 @@ impl Default for EvalSettings {
 impl EvalSettings {
     pub fn validate(&self) -> Result<()> {
         check_multiples("eval.lengths", &self.lengths)?;
-        if self.tokens == 0 || self.buckets == 0 {
-            bail!("eval.tokens and eval.buckets: 0 is out of range (allowed: ≥ 1)");
+        if self.tokens == 0 {
+            bail!("eval.tokens: 0 is out of range (allowed: ≥ 1)");
+        }
+        if self.buckets == 0 {
+            bail!("eval.buckets: 0 is out of range (allowed: ≥ 1)");
         }
         if let Some(d) = self.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
             bail!("eval.depths: {d} is out of range (allowed: 0 ≤ depth ≤ 1)");

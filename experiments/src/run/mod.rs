@@ -8,7 +8,7 @@
 //!       metrics.csv           MetricRow per logged step (train and valid)
 //!       checkpoint/           burn-train's {model,optim,scheduler}-<epoch>.bpk, steps.json
 //!       model.safetensors     the final weights: present once training finished
-//!       train.json            TrainRecord: devices, compute path, tokens/s, valid loss
+//!       train.json            TrainRecord: devices, compute path, parameters, valid loss
 //!       eval<sfx>.json        EvalOutput: its settings, perplexity per length, passkey, copy
 //!       ppl_vs_length<sfx>.csv
 //!       analyze.json          AnalyzeOutput: its settings, attention by distance, U-score, pairs
@@ -211,6 +211,24 @@ impl RunDir {
         write_json(&self.eval_file(suffix), e)
     }
 
+    /// Removes what was measured on an earlier model (evaluations, analysis, the training
+    /// record): training is about to make another, and a result must never outlive its model.
+    pub fn clear_results(&self) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.0) else { return Ok(()) };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let result = (name.starts_with("eval") && name.ends_with(".json"))
+                || (name.starts_with("ppl_vs_length") && name.ends_with(".csv"))
+                || name == "analyze.json"
+                || name == "train.json";
+            if result && path.is_file() {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The analysis saved; `None` if absent or unreadable.
     pub fn analyze(&self) -> Option<AnalyzeOutput> {
         read_json(&self.analyze_file())
@@ -221,8 +239,13 @@ impl RunDir {
     }
 }
 
+/// `None` for an absent file; an unreadable one (an older format, or a NaN written as `null`)
+/// is `None` too, with a note: it will be measured again.
 fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text)
+        .map_err(|e| println!("note: {} is not readable here ({e}); measuring again", path.display()))
+        .ok()
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -259,5 +282,25 @@ mod tests {
         assert!(run.eval("").is_none());
         std::fs::write(run.analyze_file(), "{").unwrap();
         assert!(run.analyze().is_none());
+    }
+
+    #[test]
+    fn clearing_results_keeps_what_trains() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path());
+        std::fs::create_dir_all(run.checkpoint_dir()).unwrap();
+        let kept = [run.config_file(), run.metrics_file(), run.tokenizer_file(), run.steps_file()];
+        let gone = [
+            run.eval_file(""),
+            run.eval_file("_books"),
+            run.ppl_csv_file(""),
+            run.analyze_file(),
+            run.train_file(),
+        ];
+        for f in kept.iter().chain(&gone) {
+            std::fs::write(f, "x").unwrap();
+        }
+        run.clear_results().unwrap();
+        assert!(kept.iter().all(|f| f.exists()) && gone.iter().all(|f| !f.exists()));
     }
 }

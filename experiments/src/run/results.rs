@@ -18,12 +18,17 @@ pub struct EvalSpec {
     /// Eval-time RoPE scaling (`linear`, `ntk`, …) and its factor.
     pub rope_scaling: Option<String>,
     pub factor: Option<f64>,
+    /// The longest query block (HoPE-Hyp's reference re-centres positions per block).
+    pub query_block: usize,
 }
 
 /// `eval<suffix>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalOutput {
     pub spec: EvalSpec,
+    /// Where it ran and the model's compute path there (recorded, not matched).
+    pub device: String,
+    pub compute_path: String,
     /// Perplexity and bits per byte per evaluated length (lengths beyond the encoding's table
     /// or the text are left out).
     pub perplexity: Vec<LengthResult>,

@@ -300,8 +300,20 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     };
     if let Some(e) = resume_from {
         // what trains must be the same; [eval] and [analyze] may change
-        if old_config.as_ref().is_some_and(|old| old.training() != cfg.training()) {
-            bail!("--resume: the configuration differs from the one in {}", run.config_file().display());
+        if let Some(old) = &old_config {
+            let (o, n) = (old.training(), cfg.training());
+            let differs = [
+                ("[model]", o.model != n.model),
+                ("[train]", o.train != n.train),
+                ("[data]", o.data != n.data),
+                ("format", o.format != n.format),
+            ];
+            if let Some((section, _)) = differs.iter().find(|(_, d)| *d) {
+                bail!(
+                    "--resume: {section} differs from the one in {} (resume with the same configuration, or choose another --out)",
+                    run.config_file().display()
+                );
+            }
         }
         let step = checkpoint_step(&run, t, e).unwrap_or_default(); // recorded: see last_checkpoint
         drop_checkpoints_after(&run, e)?;
@@ -314,6 +326,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         write_atomic(&saved_tokenizer, json.as_bytes())?;
     }
     write_atomic(&run.config_file(), resolved.as_bytes())?;
+    run.clear_results()?; // measured on the model this run replaces
 
     let text_bytes: usize = corpus.train.iter().map(|d| d.len()).sum();
     println!(

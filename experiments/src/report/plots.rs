@@ -60,6 +60,11 @@ pub fn nice_ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
                 .flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k)))
                 .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))
                 .collect();
+            if t.len() > 10 {
+                // many decades: every k-th power of ten, at most 10 ticks
+                let k = t.len().div_ceil(10);
+                return t.into_iter().step_by(k).collect();
+            }
             if t.len() >= 3 {
                 return t;
             }
@@ -306,6 +311,10 @@ mod tests {
     fn ticks_fall_on_round_values() {
         let t = nice_ticks(0.9, 1100.0, true);
         assert!(close(&t, &[1.0, 10.0, 100.0, 1000.0]), "{t:?}");
+        let t = nice_ticks(1e-20, 2.0, true); // 21 decades: every third power of ten
+        assert_eq!(t.len(), 7, "{t:?}");
+        let exponents: Vec<f64> = t.iter().map(|v| v.log10()).collect();
+        assert!(close(&exponents, &[-20.0, -17.0, -14.0, -11.0, -8.0, -5.0, -2.0]), "{t:?}");
         let t = nice_ticks(1.5, 9.0, true); // 2 and 5 only: every digit
         assert!(close(&t, &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]), "{t:?}");
         let t = nice_ticks(44.2, 47.9, true); // narrower than a digit: linear steps of 0.5

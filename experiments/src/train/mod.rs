@@ -375,7 +375,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
     let params = model.num_params(); // the LM's and the encoding's parameters
     let compute_path = model.compute_path(&ad);
     println!(
-        "device {picked} ({compute_path}) | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
+        "device {picked} | {compute_path} | encoding {} | {params} parameters | data {} ({} train / {} valid tokens) | {} steps × {} sequences × {} tokens",
         cfg.model.encoding.kind(),
         corpus.name,
         train_tokens.len(),

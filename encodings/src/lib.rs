@@ -45,3 +45,33 @@ pub fn inspect(
     out.context = *ctx;
     Ok(out)
 }
+
+/// For tests: runs each named test body — a `fn(Device)` — on every CubeCL device compiled into
+/// the calling crate, as candle's `test_device!` does: one `#[test]` per body in a module per
+/// device (`wgpu::…`, `cuda::…`, …), so a `cuda` build on a GPU machine checks its own kernels
+/// against the reference. (A macro: nothing of it is in a build that does not expand it.)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! cube_tests {
+    ($($body:ident),+ $(,)?) => {
+        $crate::cube_tests!(@on "wgpu", wgpu, Device::wgpu(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
+        $crate::cube_tests!(@on "vulkan", vulkan, Device::vulkan(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
+        $crate::cube_tests!(@on "webgpu", webgpu, Device::webgpu(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
+        $crate::cube_tests!(@on "metal", metal, Device::metal(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
+        $crate::cube_tests!(@on "cuda", cuda, Device::cuda(0); $($body),+);
+        $crate::cube_tests!(@on "rocm", rocm, Device::rocm(0); $($body),+);
+        $crate::cube_tests!(@on "cpu", cpu, Device::cpu(); $($body),+);
+    };
+    (@on $feature:literal, $module:ident, $device:expr; $($body:ident),+) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use burn::prelude::*;
+            $(
+                #[test]
+                fn $body() {
+                    super::$body($device)
+                }
+            )+
+        }
+    };
+}

@@ -372,7 +372,7 @@ fn long_rows_match_the_dense_reference(gpu: Device) {
     }
 }
 
-cube_tests!(
+pezoo_encodings::cube_tests!(
     fused_attention_matches_the_dense_reference,
     log_sum_exp_is_that_of_the_masked_logits,
     fused_gradients_match_the_dense_reference,

@@ -161,7 +161,7 @@ fn fused_sinusoidal_table_matches_the_closed_form(gpu: Device) {
     }
 }
 
-cube_tests!(
+pezoo_encodings::cube_tests!(
     fused_forward_matches_the_reference,
     fused_gradients_match_the_reference,
     fused_angles_are_exact_at_position_1e6,

@@ -1,6 +1,15 @@
-//! The same tiny model trained a few steps on wgpu (fused attention and rotary kernels) and on
-//! flex (the reference path), from the same initial weights, reaches the same losses.
-#![cfg(feature = "wgpu")]
+//! The same tiny model trained a few steps on a CubeCL device (fused attention and rotary
+//! kernels; every compiled one, wgpu on lavapipe in CI) and on flex (the reference path), from
+//! the same initial weights, reaches the same losses.
+#![cfg(any(
+    feature = "wgpu",
+    feature = "vulkan",
+    feature = "webgpu",
+    feature = "metal",
+    feature = "cuda",
+    feature = "rocm",
+    feature = "cpu"
+))]
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -25,8 +34,7 @@ fn losses(model: Lm, items: &[Vec<u32>], dev: &Device) -> Vec<f32> {
     out
 }
 
-#[test]
-fn fused_and_reference_training_agree() {
+fn fused_and_reference_training_agree(gpu: Device) {
     use burn::data::dataset::Dataset;
     let corpus = Corpus::synthetic(2, 20, 600);
     let windows = RandomWindows::new(
@@ -37,7 +45,7 @@ fn fused_and_reference_training_agree() {
     );
     let items: Vec<Vec<u32>> = (0..4).map(|i| windows.get(i).unwrap()).collect();
     let cpu = Device::flex().autodiff();
-    let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let gpu = gpu.autodiff();
     for kind in ["rope", "hope-hyp", "nope", "alibi", "t5", "kerple", "fire"] {
         let mut c: ModelConfig =
             toml::from_str("d_model = 24\nn_layers = 2\nn_heads = 2\nmax_seq_len = 24").unwrap();
@@ -48,7 +56,7 @@ fn fused_and_reference_training_agree() {
         cpu.seed(4);
         let model = Lm::new(&c, &cpu).unwrap();
         let on_gpu = model.clone().fork(&gpu);
-        assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused attention kernel");
+        assert!(on_gpu.attention_fused(&gpu), "{kind}: the CubeCL device runs the fused attention kernel");
         assert!(
             !on_gpu.clone().with_fused_attention(false).attention_fused(&gpu),
             "the switch forces the reference"
@@ -66,10 +74,9 @@ fn fused_and_reference_training_agree() {
 /// weights give the same logits and loss on wgpu (fused attention) and flex (reference) at 16×
 /// the training length (the kernel's tiles, HoPE-Hyp's re-centring and FIRE's normaliser all
 /// past their 1× range).
-#[test]
-fn fused_and_reference_agree_at_16x_the_training_length() {
+fn fused_and_reference_agree_at_16x_the_training_length(gpu: Device) {
     use burn::module::Module;
-    let (cpu, gpu) = (Device::flex(), Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+    let cpu = Device::flex();
     let (train_len, s) = (24usize, 16 * 24);
     let mut rng = pezoo_models::corpus::SplitMix(9);
     let tokens: Vec<i64> = (0..2 * (s + 1)).map(|_| rng.below(256) as i64).collect();
@@ -93,7 +100,7 @@ fn fused_and_reference_agree_at_16x_the_training_length() {
             (loss.into_scalar::<f32>(), logits.into_data().convert::<f32>().try_to_vec::<f32>().unwrap())
         };
         let on_gpu = model.clone().fork(&gpu);
-        assert!(on_gpu.attention_fused(&gpu), "{kind}: wgpu runs the fused kernel");
+        assert!(on_gpu.attention_fused(&gpu), "{kind}: the CubeCL device runs the fused kernel");
         let ((lr, xr), (lf, xf)) = (run(&model, &cpu), run(&on_gpu, &gpu));
         let scale = xr.iter().fold(0f32, |m, x| m.max(x.abs()));
         let err = xr.iter().zip(&xf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
@@ -101,3 +108,8 @@ fn fused_and_reference_agree_at_16x_the_training_length() {
         assert!((lr - lf).abs() <= 1e-4 * lr, "{kind}: loss reference {lr} vs fused {lf}");
     }
 }
+
+pezoo_encodings::cube_tests!(
+    fused_and_reference_training_agree,
+    fused_and_reference_agree_at_16x_the_training_length
+);

@@ -70,31 +70,3 @@ pub static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Runs each named test body — a `fn(Device)` — on every compiled CubeCL device, as candle's
-/// `test_device!` does: one `#[test]` per body in a module per device (`wgpu::…`, `cuda::…`,
-/// …), so a `cuda` build on a GPU machine checks its own kernels against the reference.
-#[macro_export]
-macro_rules! cube_tests {
-    ($($body:ident),+ $(,)?) => {
-        $crate::cube_tests!(@on "wgpu", wgpu, Device::wgpu(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
-        $crate::cube_tests!(@on "vulkan", vulkan, Device::vulkan(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
-        $crate::cube_tests!(@on "webgpu", webgpu, Device::webgpu(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
-        $crate::cube_tests!(@on "metal", metal, Device::metal(burn::tensor::DeviceKind::DefaultDevice); $($body),+);
-        $crate::cube_tests!(@on "cuda", cuda, Device::cuda(0); $($body),+);
-        $crate::cube_tests!(@on "rocm", rocm, Device::rocm(0); $($body),+);
-        $crate::cube_tests!(@on "cpu", cpu, Device::cpu(); $($body),+);
-    };
-    (@on $feature:literal, $module:ident, $device:expr; $($body:ident),+) => {
-        #[cfg(feature = $feature)]
-        mod $module {
-            use burn::prelude::*;
-            $(
-                #[test]
-                fn $body() {
-                    super::$body($device)
-                }
-            )+
-        }
-    };
-}

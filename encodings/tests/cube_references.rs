@@ -1,18 +1,15 @@
-//! The references run unchanged on a CubeCL backend: wgpu (lavapipe in CI) agrees with flex.
-//! The rotary reference is called directly (`rotary::reference::apply`): `RotaryEncoding::apply`
-//! would dispatch to the fused kernel on wgpu, which `fused.rs` tests separately.
-#![cfg(feature = "wgpu")]
+//! The references run unchanged on every compiled CubeCL device (wgpu: lavapipe in CI) and
+//! agree with flex. The rotary reference is called directly (`rotary::reference::apply`):
+//! `RotaryEncoding::apply` would dispatch to the fused kernel there, which `fused.rs` tests.
+#![cfg(feature = "cube")]
 
 mod common;
 
 use burn::prelude::*;
-use burn::tensor::DeviceKind;
 use common::*;
 use pezoo_encodings::{EncodingContext, Side};
 
-#[test]
-fn rotary_and_bias_references_agree_between_wgpu_and_flex() {
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+fn rotary_and_bias_references_agree_with_flex(gpu: Device) {
     let cpu = device();
     let (b, h, s, d) = (2, 3, 7, 10);
     let ctx = EncodingContext::new(d, h, Some(64));
@@ -34,3 +31,5 @@ fn rotary_and_bias_references_agree_between_wgpu_and_flex() {
     let want: Vec<f64> = on(&cpu).iter().map(|&v| v as f64).collect();
     assert_close(&on(&gpu), &want, 1e-6, "alibi");
 }
+
+pezoo_encodings::cube_tests!(rotary_and_bias_references_agree_with_flex);

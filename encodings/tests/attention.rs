@@ -1,5 +1,5 @@
 //! Fused causal attention on every compiled CubeCL device (`cube_tests!`; wgpu on lavapipe in
-//! CI) against a dense reference on flex: softmax of `q kᵀ` plus the encoding's full
+//! CI) and on flex (its CPU kernel, the plain forms) against a dense reference on flex's tensor ops: softmax of `q kᵀ` plus the encoding's full
 //! `[heads, L, L]` bias under a causal mask, with the encoding's reference rotary map — forward,
 //! log-sum-exp and every gradient (q, k, v and the encoding's parameters), on odd shapes, with
 //! NaN-poisoned outputs.
@@ -55,6 +55,15 @@ impl ModuleMapper for Randomise {
 
 fn encoding(toml: &str, ctx: &EncodingContext, dev: &Device) -> Encoding {
     build(toml, ctx, dev).map(&mut Randomise(0))
+}
+
+/// Whether `enc` runs fused on `dev`: every case on a CubeCL device; on flex all but the growing
+/// maps and FIRE (asserted both ways, so a case cannot silently drop out).
+fn fused_on(toml: &str, enc: &Encoding, dev: &Device) -> bool {
+    let plain = !["hope-hyp", "xpos", "fire"].iter().any(|k| toml.contains(k));
+    let want = plain || fused::is_cube(dev);
+    assert_eq!(attention::supports(enc.as_dyn(), dev), want, "{toml}: fused on {dev:?}");
+    want
 }
 
 /// Gradients of every float parameter, in module order.
@@ -155,18 +164,20 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 fn fused_attention_matches_the_dense_reference(gpu: Device) {
     fused::POISON.store(true, std::sync::atomic::Ordering::Relaxed);
     let (g, c) = (gpu.clone(), device());
-    assert!(attention::available(&g) && !attention::available(&c));
+    assert!(attention::available(&g));
     let (b, h) = (2, 3);
     for &d in &[10usize, 64] {
         let ctx = EncodingContext::new(d, h, Some(64));
         for toml in CASES {
             let (fe, re) = (encoding(toml, &ctx, &g), encoding(toml, &ctx, &c));
-            assert!(attention::supports(fe.as_dyn()), "{toml} is fused");
+            if !fused_on(toml, &fe, &g) {
+                continue;
+            }
             for &(s, start) in &[(1usize, 0usize), (7, 1_000_000), (129, 3), (333, 0)] {
                 let [q, k, v] = qkv(b, h, s, d, s as u64 + d as u64);
                 let t = |x: &Vec<f32>, dev: &Device| tensor4(x.clone(), [b, h, s, d], dev);
                 let got = attention::encoded(t(&q, &g), t(&k, &g), t(&v, &g), fe.as_dyn(), start, None)
-                    .expect("fused on wgpu");
+                    .expect("fused on this device");
                 let what = format!("{toml} d={d} s={s}");
                 let want = match re.as_dyn().rotary() {
                     Some(r) => host_rotary(&q, &k, &v, r, b * h, s, d),
@@ -245,6 +256,9 @@ fn fused_gradients_match_the_dense_reference(gpu: Device) {
     // Not the HoPE-Hyp case with θ_max close to θ' (its fused forward is checked against f64
     // above): there the f32 dense reference itself loses the fast-decaying eigen-part.
     for toml in CASES.iter().filter(|t| !t.contains("angle_scale")) {
+        if !fused_on(toml, &encoding(toml, &ctx, &g), &g) {
+            continue;
+        }
         for &(s, start) in &[(7usize, 5usize), (129, 0)] {
             let [q, k, v] = qkv(b, h, s, d, 40 + s as u64);
             let w = random_vec(&mut rng(7), b * h * s * d);
@@ -290,11 +304,15 @@ fn a_later_token_changes_no_earlier_output(gpu: Device) {
     // a bias table, FIRE (by query position), and a growing map over several tiles (xPos, scale base 2)
     let cases = [
         ("kind = \"t5\"", 33, 20),
+        ("kind = \"rope\"", 129, 100),
         ("kind = \"fire\"", 33, 20),
         ("kind = \"xpos\"\nscale_base = 2.0", 129, 100),
     ];
     for (toml, s, last) in cases {
         let enc = encoding(toml, &ctx, &g);
+        if !fused_on(toml, &enc, &g) {
+            continue;
+        }
         let [q, k, v] = qkv(b, h, s, d, 77);
         let run = |k: &Vec<f32>, v: &Vec<f32>| {
             let t = |x: &Vec<f32>| tensor4(x.clone(), [b, h, s, d], &g);
@@ -355,11 +373,14 @@ fn long_rows_match_the_dense_reference(gpu: Device) {
     let (g, c) = (gpu.clone().autodiff(), device().autodiff());
     let (b, h, s, d) = (1, 2, 1100, 64);
     let ctx = EncodingContext::new(d, h, Some(64));
-    for toml in ["kind = \"alibi\"", "kind = \"hope-hyp\"", "kind = \"fire\""] {
+    for toml in ["kind = \"alibi\"", "kind = \"hope-hyp\"", "kind = \"fire\"", "kind = \"rope\""] {
         let [q, k, v] = qkv(b, h, s, d, 3);
         let w = random_vec(&mut rng(8), b * h * s * d);
         let t = |x: &Vec<f32>, dev: &Device| tensor4(x.clone(), [b, h, s, d], dev);
         let fe = encoding(toml, &ctx, &g);
+        if !fused_on(toml, &fe, &g) {
+            continue;
+        }
         let got = attention::encoded(t(&q, &g), t(&k, &g), t(&v, &g), fe.as_dyn(), 0, None).unwrap();
         let want = dense(t(&q, &c), t(&k, &c), t(&v, &c), encoding(toml, &ctx, &c).as_dyn(), 0);
         assert_close(&host(got), &f64s(&host(want)), 2e-5, &format!("{toml} s={s}"));
@@ -379,4 +400,13 @@ pezoo_encodings::cube_tests!(
     a_later_token_changes_no_earlier_output,
     hope_hyp_follows_a_changed_theta_prime,
     long_rows_match_the_dense_reference,
+);
+
+// The flex kernel (`attention::cpu`): the same bodies; HoPE-Hyp's in-kernel θ' test has no flex form.
+pezoo_encodings::cube_tests!(@on "flex", flex,  Device::flex();
+    fused_attention_matches_the_dense_reference,
+    log_sum_exp_is_that_of_the_masked_logits,
+    fused_gradients_match_the_dense_reference,
+    a_later_token_changes_no_earlier_output,
+    long_rows_match_the_dense_reference
 );

@@ -180,7 +180,7 @@ impl Lm {
     pub fn attention_fused(&self, device: &Device) -> bool {
         self.fused_attention
             && pezoo_encodings::attention::available(device)
-            && pezoo_encodings::attention::supports(self.encoding().as_dyn())
+            && pezoo_encodings::attention::supports(self.encoding().as_dyn(), device)
     }
 
     /// The compute path a forward on `device` runs, as the banner and the report name it:

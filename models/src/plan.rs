@@ -58,7 +58,7 @@ impl PositionPlan {
         fuse: bool,
         device: &Device,
     ) -> Self {
-        if fuse && attention::available(device) && attention::supports(enc) {
+        if fuse && attention::available(device) && attention::supports(enc, device) {
             return Self {
                 start,
                 seq,

@@ -8,6 +8,7 @@ use burn_cubecl::{CubeBackend, kernel::into_contiguous, ops::numeric::empty_devi
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+use super::backend::Flags;
 use super::kernel::{dbias_kernel, dkv_kernel, dq_kernel, forward_kernel, tile_map_kernel};
 
 /// An output of `shape`, NaN-filled when the tests' poison switch is on (feature `test-hooks`:
@@ -31,31 +32,6 @@ fn rows(q: &CubeTensor) -> Shape {
 fn grid(q: &CubeTensor, threads: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(&q.client, threads);
     (calculate_cube_count_elemwise(&q.client, threads, cube_dim), cube_dim)
-}
-
-/// Comptime switches of the kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Flags {
-    /// A `[heads, ≥ seq]` distance-bias table is added to the logits.
-    pub has_bias: bool,
-    /// A growing rotary map (HoPE-Hyp, xPos) is applied in-kernel, re-centred per tile.
-    pub mapped: bool,
-    /// Pair layout of the map: (2i, 2i + 1) rather than (i, i + r/2).
-    pub interleaved: bool,
-    /// HoPE-Hyp's boost + damping (else a rotation).
-    pub hyperbolic: bool,
-    /// xPos's per-pair scale on top of the rotation.
-    pub scaled: bool,
-    /// FIRE's MLP width W when `bias` holds FIRE's per-head rows `[heads, 3W + 3]` (see
-    /// `kernel::fire_mlp`) and `scal[0]` the first token's position; 0 otherwise.
-    pub fire: usize,
-}
-
-impl Flags {
-    /// Values per row of dQ's parameter output: FIRE's row gradient, else HoPE-Hyp's dθ'.
-    pub fn params_per_row(&self) -> usize {
-        if self.fire > 0 { 3 * self.fire + 3 } else { 1 }
-    }
 }
 
 /// The kernels' inputs, contiguous. `bias`: a `[heads, ≥ seq]` distance table

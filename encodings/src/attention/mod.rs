@@ -1,7 +1,7 @@
-//! Fused causal attention with the encoding inside, on CubeCL devices (training and eval): an
-//! online-softmax kernel that never stores a `[seq, seq]` score, probability or bias tensor —
-//! memory is O(batch · heads · seq · head_dim) — with a recomputing backward (dQ, dK, dV and the
-//! encoding's parameter gradients).
+//! Fused causal attention with the encoding inside, on CubeCL devices and on flex (training and
+//! eval): a kernel that never stores a `[seq, seq]` score, probability or bias tensor — memory is
+//! O(batch · heads · seq · head_dim) on CubeCL, O(seq · block) scratch per thread on flex — with
+//! a recomputing backward (dQ, dK, dV and the encoding's parameter gradients).
 //!
 //! What each encoding class hands the kernel:
 //! - embedding class (NoPE, sinusoidal, learned): nothing — plain causal attention;
@@ -18,12 +18,18 @@
 //!   from per-head rows of its weights ([`crate::bias::fire::Fire::kernel_rows`]) and returns
 //!   their gradient, summed per row in the dQ pass (MLP weights, c and the threshold).
 //!
-//! Known limitation (speed, not results): one thread per query (or key) row streaming K and V
+//! On flex ([`cpu`]) the kernel takes the plain forms only — embedding class, norm-preserving
+//! rotary maps (applied by the reference rotary ops first) and distance tables; HoPE-Hyp, xPos
+//! and FIRE keep the reference attention there.
+//!
+//! Known limitation of the CubeCL kernel (speed, not results): one thread per query (or key) row streaming K and V
 //! from global memory, no shared-memory tiles and no matrix units; the bias gradient is a third
 //! O(L²·d) pass. A FlashAttention-2 tiling is the next step on real GPUs (backends.md).
 
-#[cfg(feature = "cube")]
+#[cfg(any(feature = "cube", feature = "flex"))]
 mod backend;
+#[cfg(feature = "flex")]
+mod cpu;
 #[cfg(feature = "cube")]
 mod kernel;
 #[cfg(feature = "cube")]
@@ -35,18 +41,31 @@ use crate::registry::{EncodingClass, PositionalEncoding};
 #[cfg(feature = "cube")]
 use crate::rotary::RotaryEncoding;
 
-/// Whether the fused kernel handles `enc` (see the module doc).
-pub fn supports(enc: &dyn PositionalEncoding) -> bool {
+/// Whether the fused kernel handles `enc` on `device` (see the module doc): every class on a
+/// CubeCL device, the plain forms on flex.
+pub fn supports(enc: &dyn PositionalEncoding, device: &Device) -> bool {
+    let plain_only = is_flex(device);
     match enc.class() {
         EncodingClass::Embedding => true,
-        EncodingClass::Rotary => enc.rotary().is_some(),
-        EncodingClass::Bias => enc.bias_by_distance() || enc.fire().is_some(),
+        EncodingClass::Rotary => enc.rotary().is_some_and(|r| !plain_only || r.query_block_seen().is_none()),
+        EncodingClass::Bias => enc.bias_by_distance() || (!plain_only && enc.fire().is_some()),
     }
 }
 
-/// Whether `device` runs the fused attention kernel (a CubeCL device, compiled in).
+/// Whether `device` runs the fused attention kernel (a CubeCL or flex device, compiled in).
 pub fn available(device: &Device) -> bool {
-    crate::rotary::fused_available(device)
+    crate::rotary::fused_available(device) || is_flex(device)
+}
+
+/// A flex device with the flex kernel compiled in.
+fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    return matches!(device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// `bias(h, Δ)` for Δ = 0..seq as a `[heads, seq]` table, for encodings whose bias depends on
@@ -74,7 +93,7 @@ pub fn encoded(
     table: Option<Tensor<2>>,
 ) -> Option<Tensor<4>> {
     let device = q.device();
-    if !available(&device) || !supports(enc) || q.dtype() != burn::tensor::DType::F32 {
+    if !available(&device) || !supports(enc, &device) || q.dtype() != burn::tensor::DType::F32 {
         return None;
     }
     let seq = q.dims()[2];
@@ -129,7 +148,7 @@ fn growing(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, r: &RotaryEncoding, context
         interleaved: spec.layout == Layout::Interleaved,
         hyperbolic,
         scaled: spec.xpos.is_some(),
-        fire: 0,
+        ..Default::default()
     };
     launch(q, k, v, None, table, Tensor::cat(vec![scal, t], 0), flags).0
 }
@@ -149,21 +168,21 @@ pub fn causal_with_lse(
     v: Tensor<4>,
     bias: Option<Tensor<2>>,
 ) -> (Tensor<4>, Tensor<3>) {
-    #[cfg(feature = "cube")]
+    #[cfg(any(feature = "cube", feature = "flex"))]
     {
         let device = q.device();
         let one = || Tensor::<2>::ones([1, 1], &device);
         let flags = backend::Flags { has_bias: bias.is_some(), ..Default::default() };
         launch(q, k, v, bias, one(), Tensor::ones([3], &device), flags)
     }
-    #[cfg(not(feature = "cube"))]
+    #[cfg(not(any(feature = "cube", feature = "flex")))]
     {
         let _ = (q, k, v, bias);
-        panic!("fused attention needs a CubeCL backend feature (wgpu, cuda, …)")
+        panic!("fused attention needs a CubeCL backend feature (wgpu, cuda, …) or flex")
     }
 }
 
-#[cfg(feature = "cube")]
+#[cfg(any(feature = "cube", feature = "flex"))]
 #[allow(clippy::too_many_arguments)]
 fn launch(
     q: Tensor<4>,
@@ -176,7 +195,7 @@ fn launch(
 ) -> (Tensor<4>, Tensor<3>) {
     use backend::AttentionBackend;
     use burn::backend::Dispatch;
-    assert!(available(&q.device()), "fused attention needs a CubeCL device");
+    assert!(available(&q.device()), "fused attention needs a CubeCL or flex device");
     let [_, heads, seq, _] = q.dims();
     assert!(q.dims() == k.dims() && q.dims() == v.dims(), "q, k, v: one shape [batch, heads, seq, head_dim]");
     assert!(q.dtype() == burn::tensor::DType::F32, "fused attention runs in f32");

@@ -160,7 +160,7 @@ pub fn attention(a: AttentionArgs) -> Result<()> {
         for &s in &a.lengths {
             let ctx = EncodingContext::new(a.head_dim, a.heads, Some(s));
             let enc = [config.init(&ctx, &device)?, config.init(&ctx, &ad)?];
-            if !attention::supports(enc[0].as_dyn()) {
+            if !attention::supports(enc[0].as_dyn(), &device) {
                 bail!("--encodings: `{}` has no fused attention", config.kind());
             }
             let [enc0, enc1] = &enc;

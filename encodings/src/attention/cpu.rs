@@ -1,0 +1,387 @@
+//! The fused attention on flex (CPU), for [`Flags::plain`] attention (no in-kernel map, no FIRE):
+//! per (batch, head), blocks of [`BLOCK`] queries against the keys they see — the causal blocks
+//! past the diagonal are never computed — with one block's scores as scratch (O(BLOCK · seq) per
+//! thread, never `[seq, seq]`). The products run through `gemm` (flex's own matmul, SIMD picked
+//! at run time); the softmax, the bias and the mask are applied to a block's scores in place.
+//! The backward recomputes each block's probabilities from the saved log-sum-exp and produces
+//! dQ, dK, dV and the per-distance bias gradient in one pass (five products per block, where the
+//! CubeCL path's three kernels recompute the scores three times). Parallel over (batch, head).
+
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::{DType, Shape, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::backend::{AttentionBackend, Flags};
+
+/// Query rows per block: one block's scores (`BLOCK × seq` f32) stay in L2 up to seq ≈ 4096.
+const BLOCK: usize = 64;
+
+/// A read-only matrix view: element (r, c) at `data[r · rs + c · cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// The first `rows` rows of a row-major matrix with `cols` columns.
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    /// Every element lies inside `data`.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m, n] (row stride ld) = (dst if accumulate, else 0) + a · b`, single-threaded (the
+/// caller parallelises over heads).
+#[allow(unsafe_code)]
+fn matmul(dst: &mut [f32], ld: usize, accumulate: bool, a: View, b: View) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && a.fits() && b.fits() && n <= ld, "matmul: operands out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ld + n <= dst.len(), "matmul: destination out of bounds");
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(ld).take(m).for_each(|r| r[..n].fill(0.0));
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every element gemm reads (a: (r, c) < (m, k), b: < (k, n))
+    // or writes (dst: r · ld + c with r < m, c < n) inside its slice, and `dst` is borrowed
+    // mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ld as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The logits of query `i` over keys `0..=i` in `row[..=i]` (q·k from the product) plus the
+/// distance bias `bias[i − j]`; `row` past `i` is zeroed (masked).
+fn logits(row: &mut [f32], i: usize, bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for (j, x) in row[..=i].iter_mut().enumerate() {
+            *x += b[i - j];
+        }
+    }
+    row[i + 1..].fill(0.0);
+}
+
+/// One (batch, head): q, k, v, dO `[s, d]` and the head's distance-bias row.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    bias: Option<&'a [f32]>,
+    s: usize,
+    d: usize,
+}
+
+impl Head<'_> {
+    /// Block of queries `i0..i0 + nq` against keys `0..i0 + nq`: `(nq, nk)`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> + use<> {
+        let s = self.s;
+        (0..s).step_by(BLOCK).map(move |i0| {
+            let nq = BLOCK.min(s - i0);
+            (i0, nq, i0 + nq)
+        })
+    }
+
+    /// The block's logits `q kᵀ + bias` into `sc[nq, nk]` (zero past the diagonal).
+    fn scores(&self, sc: &mut [f32], i0: usize, nq: usize, nk: usize) {
+        let d = self.d;
+        matmul(sc, nk, false, View::rows(&self.q[i0 * d..], nq, d), View::rows(self.k, nk, d).t());
+        for (r, row) in sc.chunks_mut(nk).enumerate() {
+            logits(row, i0 + r, self.bias);
+        }
+    }
+
+    /// `out [s, d]`, `lse [s]`.
+    fn forward(&self, out: &mut [f32], lse: &mut [f32], scratch: &mut Vec<f32>) {
+        let d = self.d;
+        for (i0, nq, nk) in self.blocks() {
+            scratch.resize(nq * nk, 0.0);
+            let sc = &mut scratch[..nq * nk];
+            self.scores(sc, i0, nq, nk);
+            for (r, row) in sc.chunks_mut(nk).enumerate() {
+                let valid = &mut row[..=i0 + r];
+                let m = valid.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0.0;
+                for x in valid.iter_mut() {
+                    *x = (*x - m).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                valid.iter_mut().for_each(|x| *x *= inv);
+                lse[i0 + r] = m + sum.ln();
+            }
+            matmul(&mut out[i0 * d..], d, false, View::rows(sc, nq, nk), View::rows(self.v, nk, d));
+        }
+    }
+
+    /// dQ, dK, dV `[s, d]` and the logit gradient summed per distance `db [s]` (when wanted).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        g: (&[f32], &[f32], &[f32]),
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        db: &mut [f32],
+        bias_grad: bool,
+        scratch: &mut (Vec<f32>, Vec<f32>),
+    ) {
+        let (dout, lse, delta) = g;
+        let d = self.d;
+        dk.fill(0.0);
+        dv.fill(0.0);
+        db.fill(0.0);
+        for (i0, nq, nk) in self.blocks() {
+            scratch.0.resize(nq * nk, 0.0);
+            scratch.1.resize(nq * nk, 0.0);
+            let (p, ds) = (&mut scratch.0[..nq * nk], &mut scratch.1[..nq * nk]);
+            self.scores(p, i0, nq, nk);
+            let d_o = View::rows(&dout[i0 * d..], nq, d);
+            matmul(ds, nk, false, d_o, View::rows(self.v, nk, d).t()); // dP = dO vᵀ
+            for (r, (prow, drow)) in p.chunks_mut(nk).zip(ds.chunks_mut(nk)).enumerate() {
+                let i = i0 + r;
+                for (j, (x, g)) in prow[..=i].iter_mut().zip(drow[..=i].iter_mut()).enumerate() {
+                    *x = (*x - lse[i]).exp();
+                    *g = *x * (*g - delta[i]);
+                    if bias_grad {
+                        db[i - j] += *g;
+                    }
+                }
+                drow[i + 1..].fill(0.0);
+            }
+            let (p, ds) = (View::rows(p, nq, nk), View::rows(ds, nq, nk));
+            matmul(&mut dq[i0 * d..], d, false, ds, View::rows(self.k, nk, d)); // dQ = dS k
+            matmul(dk, d, true, ds.t(), View::rows(&self.q[i0 * d..], nq, d)); // dK += dSᵀ q
+            matmul(dv, d, true, p.t(), d_o); // dV += Pᵀ dO
+        }
+    }
+}
+
+/// A contiguous f32 copy of `t`'s values (no copy when it already is one).
+fn values(t: &FlexTensor) -> FlexTensor {
+    assert!(t.dtype() == DType::F32, "fused attention runs in f32");
+    t.to_contiguous()
+}
+
+fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, Shape::from(shape.to_vec())))
+}
+
+/// An output buffer: NaN when the tests' poison switch is on (an unwritten element then fails).
+fn output(n: usize) -> Vec<f32> {
+    #[cfg(feature = "cube")]
+    let poisoned = crate::rotary::fused::poisoned();
+    #[cfg(not(feature = "cube"))]
+    let poisoned = false;
+    vec![if poisoned { f32::NAN } else { 0.0 }; n]
+}
+
+/// The values of a contiguous f32 tensor.
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+struct Problem {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    bias: Option<FlexTensor>,
+    dims: [usize; 4],
+}
+
+impl Problem {
+    fn new(q: FlexTensor, k: FlexTensor, v: FlexTensor, bias: FlexTensor, flags: Flags) -> Self {
+        assert!(flags.plain(), "the flex attention kernel takes no in-kernel map and no FIRE");
+        let s = q.layout().shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        for t in [&k, &v] {
+            assert!(
+                t.layout().shape().to_vec() == dims.to_vec(),
+                "q, k, v: one shape [batch, heads, seq, head_dim]"
+            );
+        }
+        let bias = flags.has_bias.then(|| {
+            let bs = bias.layout().shape();
+            assert!(bs[0] == dims[1] && bs[1] >= dims[2], "bias table: [heads, ≥ seq]");
+            values(&bias)
+        });
+        Self { q: values(&q), k: values(&k), v: values(&v), bias, dims }
+    }
+
+    /// The (batch, head) unit `u`.
+    fn head(&self, u: usize) -> Head<'_> {
+        let [_, h, s, d] = self.dims;
+        fn at(t: &FlexTensor, u: usize, n: usize) -> &[f32] {
+            &slice(t)[u * n..(u + 1) * n]
+        }
+        let bias = self.bias.as_ref().map(|b| {
+            let blen = b.layout().shape()[1];
+            &slice(b)[(u % h) * blen..(u % h + 1) * blen]
+        });
+        let n = s * d;
+        Head { q: at(&self.q, u, n), k: at(&self.k, u, n), v: at(&self.v, u, n), bias, s, d }
+    }
+
+    fn forward(&self) -> (FlexTensor, FlexTensor) {
+        let [b, h, s, d] = self.dims;
+        let (mut out, mut lse) = (output(b * h * s * d), output(b * h * s));
+        if s > 0 && d > 0 {
+            out.par_chunks_mut(s * d)
+                .zip(lse.par_chunks_mut(s))
+                .enumerate()
+                .for_each_init(Vec::new, |scratch, (u, (o, l))| self.head(u).forward(o, l, scratch));
+        }
+        (tensor(out, &self.dims), tensor(lse, &[b, h, s]))
+    }
+
+    fn backward(
+        &self,
+        dout: FlexTensor,
+        lse: FlexTensor,
+        delta: FlexTensor,
+        bias_grad: bool,
+    ) -> [FlexTensor; 4] {
+        let [b, h, s, d] = self.dims;
+        let (dout, lse, delta) = (values(&dout), values(&lse), values(&delta));
+        let (dout, lse, delta) = (slice(&dout), slice(&lse), slice(&delta));
+        let n = b * h * s * d;
+        let (mut dq, mut dk, mut dv, mut db) = (output(n), output(n), output(n), output(b * h * s));
+        if s > 0 && d > 0 {
+            let bias_grad = bias_grad && self.bias.is_some();
+            dq.par_chunks_mut(s * d)
+                .zip(dk.par_chunks_mut(s * d))
+                .zip(dv.par_chunks_mut(s * d))
+                .zip(db.par_chunks_mut(s))
+                .enumerate()
+                .for_each_init(Default::default, |scratch, (u, (((dq, dk), dv), db))| {
+                    let g = (
+                        &dout[u * s * d..(u + 1) * s * d],
+                        &lse[u * s..(u + 1) * s],
+                        &delta[u * s..(u + 1) * s],
+                    );
+                    self.head(u).backward(g, dq, dk, dv, db, bias_grad, scratch);
+                });
+        }
+        let t = |x| tensor(x, &self.dims);
+        [t(dq), t(dk), t(dv), tensor(db, &[b, h, s])]
+    }
+}
+
+impl AttentionBackend for Flex {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        _table: FloatTensor<Self>,
+        _scal: FloatTensor<Self>,
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        Problem::new(q, k, v, bias, flags).forward()
+    }
+
+    fn attention_backward_q(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [b, h, s, _] = Problem::new(q.clone(), k.clone(), v.clone(), bias.clone(), flags).dims;
+        let (dq, ..) = Self::attention_backward_all(q, k, v, bias, table, scal, dout, lse, delta, flags);
+        (dq, tensor(vec![0.0; b * h * s], &[b, h, s, 1]))
+    }
+
+    fn attention_backward_kv(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (_, dk, dv, _) =
+            Self::attention_backward_all(q, k, v, bias, table, scal, dout, lse, delta, flags);
+        (dk, dv)
+    }
+
+    fn attention_backward_bias(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        scal: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        flags: Flags,
+    ) -> FloatTensor<Self> {
+        let flags = Flags { bias_grad: true, ..flags };
+        Self::attention_backward_all(q, k, v, bias, table, scal, dout, lse, delta, flags).3
+    }
+
+    fn attention_backward_all(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        _table: FloatTensor<Self>,
+        _scal: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        flags: Flags,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [dq, dk, dv, db] = Problem::new(q, k, v, bias, flags).backward(dout, lse, delta, flags.bias_grad);
+        (dq, dk, dv, db)
+    }
+}

@@ -64,38 +64,54 @@ pub fn train(a: TrainBenchArgs) -> Result<()> {
     ad.seed(0);
     // `zoo train`'s own step: TrainStep, then its optimize (global clip, grouped AdamW).
     let t = crate::run::RunConfig::default().train;
-    let mut model = pezoo_models::Lm::new(&cfg, &ad)?.with_grad_clip(t.grad_clip);
-    let mut optim = crate::train::optimizer(&t);
+    let model = pezoo_models::Lm::new(&cfg, &ad)?.with_grad_clip(t.grad_clip);
     let mut rng = pezoo_models::corpus::SplitMix(1);
     let items: Vec<Vec<u32>> =
         (0..a.shape.batch).map(|_| (0..=a.shape.seq).map(|_| rng.below(256) as u32).collect()).collect();
     let batch = pezoo_models::LmBatcher.batch(items, &ad);
-    let mut step = || {
-        let out = TrainStep::step(&model, batch.clone());
-        model = TrainStep::optimize(model.clone(), &mut optim, 3e-4.into(), out.grads);
-    };
-    let t = median(&ad, a.warmup, a.steps, &mut step)?;
-    let tokens = (a.shape.batch * a.shape.seq) as f64 / t;
+    // The model's own path, then (where it is fused) the reference path, alternated in one run.
+    let mut variants = vec![model.clone()];
+    if model.attention_fused(&ad) {
+        variants.push(model.clone().with_fused_attention(false));
+    }
+    let mut timed = Vec::new();
+    for model in variants {
+        let path = model.compute_path(&ad);
+        let mut model = model;
+        let mut optim = crate::train::optimizer(&t);
+        let mut step = || {
+            let out = TrainStep::step(&model, batch.clone());
+            model = TrainStep::optimize(model.clone(), &mut optim, 3e-4.into(), out.grads);
+        };
+        let s = median(&ad, a.warmup, a.steps, &mut step)?;
+        timed.push((path, s, (a.shape.batch * a.shape.seq) as f64 / s));
+    }
     let params = cfg.num_params();
+    let (path, step_s, tokens) = timed[0];
+    let reference = timed.get(1).map(|r| r.2);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"device": picked, "encoding": cfg.encoding.kind(), "params": params, "d": a.shape.d,
-                "layers": a.layers, "heads": a.shape.heads, "seq": a.shape.seq, "batch": a.shape.batch,
-                "step_s_median": t, "tokens_per_s": tokens})
+            serde_json::json!({"device": picked, "compute_path": path, "encoding": cfg.encoding.kind(), "params": params,
+                "d": a.shape.d, "layers": a.layers, "heads": a.shape.heads, "seq": a.shape.seq,
+                "batch": a.shape.batch, "step_s_median": step_s, "tokens_per_s": tokens,
+                "reference_tokens_per_s": reference, "fused_over_reference": reference.map(|r| tokens / r)})
         );
     } else {
         println!(
-            "device {picked} encoding {} params {params} d={} layers={} heads={} seq={} batch={}: step {:.3}s median, {:.0} tokens/s",
+            "device {picked} ({path}) encoding {} params {params} d={} layers={} heads={} seq={} batch={}: step {:.3}s median, {:.0} tokens/s",
             cfg.encoding.kind(),
             a.shape.d,
             a.layers,
             a.shape.heads,
             a.shape.seq,
             a.shape.batch,
-            t,
+            step_s,
             tokens
         );
+        if let Some(r) = reference {
+            println!("reference path: {r:.0} tokens/s; fused / reference = {:.2}×", tokens / r);
+        }
     }
     Ok(())
 }

@@ -37,6 +37,10 @@ pub struct Flags {
     /// FIRE's MLP width W when `bias` holds FIRE's per-head rows `[heads, 3W + 3]` (see
     /// `kernel::fire_mlp`) and `scal[0]` the first token's position; 0 otherwise.
     pub fire: usize,
+    /// Flex only: a norm-preserving rotary map applied by the kernel from `table` (`[4 · seq,
+    /// pairs]`: `a_q, c_q, a_k, c_k`, see `rotary::reference::rotation_table`), pairs laid out
+    /// as `interleaved` says, channels past `2 · pairs` passed through.
+    pub rotated: bool,
     /// Backward only: the distance table's gradient is wanted
     /// ([`AttentionBackend::attention_backward_all`]).
     pub bias_grad: bool,
@@ -187,6 +191,7 @@ pub trait AttentionBackend: Backend {
 
 #[cfg(feature = "cube")]
 fn inputs(ts: [FloatTensor<CubeBackend>; 6], flags: Flags) -> Inputs {
+    assert!(!flags.rotated, "the CubeCL kernels take rotary maps mapped beforehand or in-kernel");
     let [q, k, v, bias, table, scal] = kernel::contiguous(ts);
     Inputs { q, k, v, bias, table, scal, flags }
 }

@@ -5,7 +5,9 @@
 //! at run time); the softmax, the bias and the mask are applied to a block's scores in place.
 //! The backward recomputes each block's probabilities from the saved log-sum-exp and produces
 //! dQ, dK, dV and the per-distance bias gradient in one pass (five products per block, where the
-//! CubeCL path's three kernels recompute the scores three times). Parallel over (batch, head).
+//! CubeCL path's three kernels recompute the scores three times). A norm-preserving rotary map
+//! is applied here too, per head from a coefficient table (`Flags::rotated`; its transpose on
+//! dQ, dK), so the model does no rotary tensor ops on flex. Parallel over (batch, head).
 
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, Shape, TensorData};
@@ -100,6 +102,53 @@ fn logits(row: &mut [f32], i: usize, bias: Option<&[f32]>) {
     row[i + 1..].fill(0.0);
 }
 
+/// `e^x` for the softmax's arguments (x ≤ ~0), branch-free so loops over it vectorise:
+/// `2^n · p(r)` with `n = round(x · log₂e)` (by the 1.5·2²³ rounding trick), `r = x − n·ln 2`
+/// (Cody–Waite, two parts) and `p` the degree-7 Taylor polynomial (|r| ≤ ln 2 / 2: relative
+/// error < 1e-7 plus rounding; tested). Arguments below −87 flush to about 2⁻¹²⁶.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6; // ln 2 = hi + lo
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    // t's low mantissa bits hold n + 2²², so these are n + 127 in the exponent field
+    let bits = (t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127)) << 23;
+    p * f32::from_bits(bits)
+}
+
+/// The rotation of one head's rows: `[a, −c; c, a]` per pair, coefficients `[s, pairs]` per side.
+#[derive(Clone, Copy)]
+struct Rotation<'a> {
+    a: &'a [f32],
+    c: &'a [f32],
+    pairs: usize,
+    interleaved: bool,
+}
+
+impl Rotation<'_> {
+    /// `x [s, d]` → `out`, pairs rotated (or by the transpose `[a, c; −c, a]`, for a gradient),
+    /// the channels past the pairs copied.
+    fn apply(&self, x: &[f32], out: &mut [f32], d: usize, transpose: bool) {
+        let (np, sign) = (self.pairs, if transpose { -1.0 } else { 1.0 });
+        for (t, (xr, yr)) in x.chunks(d).zip(out.chunks_mut(d)).enumerate() {
+            yr.copy_from_slice(xr);
+            let (a, c) = (&self.a[t * np..(t + 1) * np], &self.c[t * np..(t + 1) * np]);
+            for p in 0..np {
+                let [c1, c2] = if self.interleaved { [2 * p, 2 * p + 1] } else { [p, p + np] };
+                let (x1, x2, cs) = (xr[c1], xr[c2], sign * c[p]);
+                yr[c1] = a[p] * x1 - cs * x2;
+                yr[c2] = cs * x1 + a[p] * x2;
+            }
+        }
+    }
+}
+
 /// One (batch, head): q, k, v, dO `[s, d]` and the head's distance-bias row.
 #[derive(Clone, Copy)]
 struct Head<'a> {
@@ -107,13 +156,32 @@ struct Head<'a> {
     k: &'a [f32],
     v: &'a [f32],
     bias: Option<&'a [f32]>,
+    /// Query and key rotations (`Flags::rotated`).
+    rot: Option<[Rotation<'a>; 2]>,
     s: usize,
     d: usize,
 }
 
-impl Head<'_> {
+/// A head's rotated q and k.
+type Rotated = (Vec<f32>, Vec<f32>);
+
+impl<'a> Head<'a> {
+    /// This head with q and k rotated into `buf` (itself when there is no rotation).
+    fn rotated<'b>(&self, buf: &'b mut Rotated) -> Head<'b>
+    where
+        'a: 'b,
+    {
+        let Some([rq, rk]) = self.rot else { return *self };
+        let n = self.s * self.d;
+        buf.0.resize(n, 0.0);
+        buf.1.resize(n, 0.0);
+        rq.apply(self.q, &mut buf.0, self.d, false);
+        rk.apply(self.k, &mut buf.1, self.d, false);
+        Head { q: &buf.0, k: &buf.1, rot: None, ..*self }
+    }
+
     /// Block of queries `i0..i0 + nq` against keys `0..i0 + nq`: `(nq, nk)`.
-    fn blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> + use<> {
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> + use<'a> {
         let s = self.s;
         (0..s).step_by(BLOCK).map(move |i0| {
             let nq = BLOCK.min(s - i0);
@@ -131,25 +199,24 @@ impl Head<'_> {
     }
 
     /// `out [s, d]`, `lse [s]`.
-    fn forward(&self, out: &mut [f32], lse: &mut [f32], scratch: &mut Vec<f32>) {
+    fn forward(&self, out: &mut [f32], lse: &mut [f32], scratch: &mut (Vec<f32>, Rotated)) {
         let d = self.d;
+        let (scores, buf) = scratch;
+        let head = self.rotated(buf);
         for (i0, nq, nk) in self.blocks() {
-            scratch.resize(nq * nk, 0.0);
-            let sc = &mut scratch[..nq * nk];
-            self.scores(sc, i0, nq, nk);
+            scores.resize(nq * nk, 0.0);
+            let sc = &mut scores[..nq * nk];
+            head.scores(sc, i0, nq, nk);
             for (r, row) in sc.chunks_mut(nk).enumerate() {
                 let valid = &mut row[..=i0 + r];
                 let m = valid.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in valid.iter_mut() {
-                    *x = (*x - m).exp();
-                    sum += *x;
-                }
+                valid.iter_mut().for_each(|x| *x = exp(*x - m));
+                let sum: f32 = valid.iter().sum();
                 let inv = 1.0 / sum;
                 valid.iter_mut().for_each(|x| *x *= inv);
                 lse[i0 + r] = m + sum.ln();
             }
-            matmul(&mut out[i0 * d..], d, false, View::rows(sc, nq, nk), View::rows(self.v, nk, d));
+            matmul(&mut out[i0 * d..], d, false, View::rows(sc, nq, nk), View::rows(head.v, nk, d));
         }
     }
 
@@ -163,35 +230,47 @@ impl Head<'_> {
         dv: &mut [f32],
         db: &mut [f32],
         bias_grad: bool,
-        scratch: &mut (Vec<f32>, Vec<f32>),
+        scratch: &mut (Vec<f32>, Vec<f32>, Rotated),
     ) {
         let (dout, lse, delta) = g;
         let d = self.d;
+        let (p_buf, ds_buf, buf) = scratch;
+        let head = self.rotated(buf);
         dk.fill(0.0);
         dv.fill(0.0);
         db.fill(0.0);
         for (i0, nq, nk) in self.blocks() {
-            scratch.0.resize(nq * nk, 0.0);
-            scratch.1.resize(nq * nk, 0.0);
-            let (p, ds) = (&mut scratch.0[..nq * nk], &mut scratch.1[..nq * nk]);
-            self.scores(p, i0, nq, nk);
+            p_buf.resize(nq * nk, 0.0);
+            ds_buf.resize(nq * nk, 0.0);
+            let (p, ds) = (&mut p_buf[..nq * nk], &mut ds_buf[..nq * nk]);
+            head.scores(p, i0, nq, nk);
             let d_o = View::rows(&dout[i0 * d..], nq, d);
-            matmul(ds, nk, false, d_o, View::rows(self.v, nk, d).t()); // dP = dO vᵀ
+            matmul(ds, nk, false, d_o, View::rows(head.v, nk, d).t()); // dP = dO vᵀ
             for (r, (prow, drow)) in p.chunks_mut(nk).zip(ds.chunks_mut(nk)).enumerate() {
                 let i = i0 + r;
-                for (j, (x, g)) in prow[..=i].iter_mut().zip(drow[..=i].iter_mut()).enumerate() {
-                    *x = (*x - lse[i]).exp();
-                    *g = *x * (*g - delta[i]);
-                    if bias_grad {
-                        db[i - j] += *g;
+                let (prow, (drow, rest)) = (&mut prow[..=i], drow.split_at_mut(i + 1));
+                prow.iter_mut().for_each(|x| *x = exp(*x - lse[i]));
+                drow.iter_mut().zip(prow.iter()).for_each(|(g, p)| *g = p * (*g - delta[i]));
+                rest.fill(0.0);
+                if bias_grad {
+                    for (j, g) in drow.iter().enumerate() {
+                        db[i - j] += g;
                     }
                 }
-                drow[i + 1..].fill(0.0);
             }
             let (p, ds) = (View::rows(p, nq, nk), View::rows(ds, nq, nk));
-            matmul(&mut dq[i0 * d..], d, false, ds, View::rows(self.k, nk, d)); // dQ = dS k
-            matmul(dk, d, true, ds.t(), View::rows(&self.q[i0 * d..], nq, d)); // dK += dSᵀ q
+            matmul(&mut dq[i0 * d..], d, false, ds, View::rows(head.k, nk, d)); // dQ = dS k
+            matmul(dk, d, true, ds.t(), View::rows(&head.q[i0 * d..], nq, d)); // dK += dSᵀ q
             matmul(dv, d, true, p.t(), d_o); // dV += Pᵀ dO
+        }
+        if let Some([rq, rk]) = self.rot {
+            // gradients w.r.t. the un-rotated q, k: the transposed rotation
+            p_buf.resize(p_buf.len().max(dq.len()), 0.0);
+            let tmp = &mut p_buf[..dq.len()];
+            tmp.copy_from_slice(dq);
+            rq.apply(tmp, dq, d, true);
+            tmp.copy_from_slice(dk);
+            rk.apply(tmp, dk, d, true);
         }
     }
 }
@@ -225,11 +304,20 @@ struct Problem {
     k: FlexTensor,
     v: FlexTensor,
     bias: Option<FlexTensor>,
+    /// `Flags::rotated`: the `[4 · seq, pairs]` coefficient table, its pairs and layout.
+    rotation: Option<(FlexTensor, usize, bool)>,
     dims: [usize; 4],
 }
 
 impl Problem {
-    fn new(q: FlexTensor, k: FlexTensor, v: FlexTensor, bias: FlexTensor, flags: Flags) -> Self {
+    fn new(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: FlexTensor,
+        table: FlexTensor,
+        flags: Flags,
+    ) -> Self {
         assert!(flags.plain(), "the flex attention kernel takes no in-kernel map and no FIRE");
         let s = q.layout().shape();
         let dims = [s[0], s[1], s[2], s[3]];
@@ -244,7 +332,15 @@ impl Problem {
             assert!(bs[0] == dims[1] && bs[1] >= dims[2], "bias table: [heads, ≥ seq]");
             values(&bias)
         });
-        Self { q: values(&q), k: values(&k), v: values(&v), bias, dims }
+        let rotation = flags.rotated.then(|| {
+            let ts = table.layout().shape();
+            assert!(
+                ts[0] == 4 * dims[2] && 2 * ts[1] <= dims[3],
+                "rotation table: [4 · seq, ≤ head_dim / 2]"
+            );
+            (values(&table), ts[1], flags.interleaved)
+        });
+        Self { q: values(&q), k: values(&k), v: values(&v), bias, rotation, dims }
     }
 
     /// The (batch, head) unit `u`.
@@ -257,8 +353,14 @@ impl Problem {
             let blen = b.layout().shape()[1];
             &slice(b)[(u % h) * blen..(u % h + 1) * blen]
         });
+        let rot = self.rotation.as_ref().map(|(t, pairs, interleaved)| {
+            let part = |i: usize| &slice(t)[i * s * pairs..(i + 1) * s * pairs];
+            let side =
+                |i: usize| Rotation { a: part(i), c: part(i + 1), pairs: *pairs, interleaved: *interleaved };
+            [side(0), side(2)]
+        });
         let n = s * d;
-        Head { q: at(&self.q, u, n), k: at(&self.k, u, n), v: at(&self.v, u, n), bias, s, d }
+        Head { q: at(&self.q, u, n), k: at(&self.k, u, n), v: at(&self.v, u, n), bias, rot, s, d }
     }
 
     fn forward(&self) -> (FlexTensor, FlexTensor) {
@@ -268,7 +370,7 @@ impl Problem {
             out.par_chunks_mut(s * d)
                 .zip(lse.par_chunks_mut(s))
                 .enumerate()
-                .for_each_init(Vec::new, |scratch, (u, (o, l))| self.head(u).forward(o, l, scratch));
+                .for_each_init(Default::default, |scratch, (u, (o, l))| self.head(u).forward(o, l, scratch));
         }
         (tensor(out, &self.dims), tensor(lse, &[b, h, s]))
     }
@@ -312,11 +414,11 @@ impl AttentionBackend for Flex {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        _table: FloatTensor<Self>,
+        table: FloatTensor<Self>,
         _scal: FloatTensor<Self>,
         flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        Problem::new(q, k, v, bias, flags).forward()
+        Problem::new(q, k, v, bias, table, flags).forward()
     }
 
     fn attention_backward_q(
@@ -331,7 +433,7 @@ impl AttentionBackend for Flex {
         delta: FloatTensor<Self>,
         flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let [b, h, s, _] = Problem::new(q.clone(), k.clone(), v.clone(), bias.clone(), flags).dims;
+        let [b, h, s, _] = q.layout().shape().to_vec().try_into().expect("q: [batch, heads, seq, head_dim]");
         let (dq, ..) = Self::attention_backward_all(q, k, v, bias, table, scal, dout, lse, delta, flags);
         (dq, tensor(vec![0.0; b * h * s], &[b, h, s, 1]))
     }
@@ -374,14 +476,32 @@ impl AttentionBackend for Flex {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        _table: FloatTensor<Self>,
+        table: FloatTensor<Self>,
         _scal: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         flags: Flags,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let [dq, dk, dv, db] = Problem::new(q, k, v, bias, flags).backward(dout, lse, delta, flags.bias_grad);
+        let problem = Problem::new(q, k, v, bias, table, flags);
+        let [dq, dk, dv, db] = problem.backward(dout, lse, delta, flags.bias_grad);
         (dq, dk, dv, db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The vectorisable exp against f64 over the softmax's range (and a little above 0).
+    #[test]
+    fn exp_is_accurate_over_the_softmax_range() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 88.0 * i as f32 / 200_000.0;
+            let (got, want) = (super::exp(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 4e-7, "relative error {worst:e}");
+        assert_eq!(super::exp(0.0), 1.0);
+        assert!(super::exp(-1e4) < 1e-37 && super::exp(-1e4) >= 0.0);
     }
 }

@@ -100,6 +100,14 @@ pub fn encoded(
     match enc.rotary() {
         #[cfg(feature = "cube")]
         Some(r) if r.query_block_seen().is_some() => Some(growing(q, k, v, r, start + seq)),
+        // Flex: the kernel rotates q and k itself (positions re-centred on the first token).
+        #[cfg(feature = "flex")]
+        Some(r) if is_flex(&device) => {
+            let table = crate::rotary::reference::rotation_table(r, seq, start + seq, &device);
+            let interleaved = r.spec().layout == crate::rotary::Layout::Interleaved;
+            let flags = backend::Flags { rotated: true, interleaved, ..Default::default() };
+            Some(launch(q, k, v, None, table, Tensor::ones([3], &device), flags).0)
+        }
         // Norm-preserving maps: positions re-centred on the first token (exact, Δ-only scores).
         Some(r) => {
             let (q, k) = r.apply_qk(q, k, &[start], &[start], start + seq);

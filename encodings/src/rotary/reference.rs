@@ -61,6 +61,22 @@ fn coefficients(
     }
 }
 
+/// A norm-preserving map's coefficients `(a, c)` (its pair map `[[a, −c], [c, a]]`) for
+/// positions `0..seq` of both sides, as one `[4 · seq, pairs]` table (`a_q, c_q, a_k, c_k`): for a
+/// kernel that applies the map itself (the flex attention). Cached like [`apply`]'s tables.
+pub(crate) fn rotation_table(
+    enc: &RotaryEncoding,
+    seq: usize,
+    context_len: usize,
+    device: &Device,
+) -> Tensor<2> {
+    assert!(enc.query_block_seen().is_none(), "rotation tables are for norm-preserving maps");
+    let pairs = enc.spec().pairs();
+    let [aq, cq] = coefficients(enc, &[0], seq, Side::Query, context_len, device);
+    let [ak, ck] = coefficients(enc, &[0], seq, Side::Key, context_len, device);
+    Tensor::cat(vec![aq, cq, ak, ck], 0).reshape([4 * seq, pairs])
+}
+
 /// Growing factors (HoPE-Hyp, xPos) are bounded only for re-centred positions: the query side
 /// may go forward, the key side back, by at most a safe block. Panics otherwise (a caller bug
 /// that would silently produce inf/NaN).

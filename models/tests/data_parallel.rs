@@ -235,9 +235,14 @@ fn threads_in_lockstep_serve_the_same_steps_per_epoch_and_stop_together() {
         })
         .collect();
     let served: Vec<Vec<usize>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(served[0], [5, 5, 5, 3, 0, 0], "three whole epochs, the stopped one, then halted ones");
+    // The stop lands at step 2 or 3 of epoch 4: whether another device started step 3 before
+    // device 0 set the request is a race (it lost it once under CI load); what must hold is that
+    // every device stops at the same step.
+    let stopped = served[0][3];
+    assert!(stopped == 2 || stopped == 3, "stopped at step {stopped} of epoch 4");
+    assert_eq!(served[0], [5, 5, 5, stopped, 0, 0], "three whole epochs, the stopped one, then halted ones");
     assert!(served.iter().all(|s| *s == served[0]), "every device served the same steps: {served:?}");
-    assert_eq!(*ends.lock().unwrap(), vec![(1, 5), (2, 10), (3, 15), (4, 18)]);
+    assert_eq!(*ends.lock().unwrap(), vec![(1, 5), (2, 10), (3, 15), (4, 15 + stopped)]);
     let halts = halted_by.lock().unwrap();
     assert!(!halts.is_empty() && halts.iter().all(|t| t == "device0"), "halted by {halts:?}");
 }

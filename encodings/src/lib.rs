@@ -18,6 +18,8 @@ pub mod bias;
 pub mod embedding;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)]
+pub mod hooks;
 pub mod inspect;
 pub mod registry;
 pub mod rotary;

@@ -259,7 +259,7 @@ fn fused_gradients_match_the_dense_reference(gpu: Device) {
         if !fused_on(toml, &encoding(toml, &ctx, &g), &g) {
             continue;
         }
-        for &(s, start) in &[(7usize, 5usize), (129, 0)] {
+        for &(s, start) in &[(1usize, 2usize), (7, 5), (129, 0), (333, 1)] {
             let [q, k, v] = qkv(b, h, s, d, 40 + s as u64);
             let w = random_vec(&mut rng(7), b * h * s * d);
             let shape = [b, h, s, d];
@@ -271,8 +271,10 @@ fn fused_gradients_match_the_dense_reference(gpu: Device) {
                 let what = format!("{toml} s={s}: gradient {i}");
                 // FIRE's output bias b2 (gradient 6) is a per-head constant: the softmax cancels it,
                 // so its gradient is zero (held to ≈ 0 below); its b1 (4) is exercised only where
-                // some hidden unit switches within a row (at s = 129, not s = 7).
-                let zero = toml.contains("fire") && (i == 6 || (i == 4 && s == 7));
+                // some hidden unit switches within a row (at s = 129 and 333, not s ≤ 7). At s = 1
+                // a row sees only itself: softmax of one score, so no logit has a gradient — only
+                // v's (gradient 2) is nonzero.
+                let zero = (s == 1 && i != 2) || (toml.contains("fire") && (i == 6 || (i == 4 && s <= 7)));
                 assert!(!gr.is_empty(), "{what}: a gradient");
                 assert!(zero || gr.iter().any(|x| x.abs() > 1e-4), "{what} must be exercised");
                 let scale = gr.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
@@ -386,11 +388,61 @@ fn long_rows_match_the_dense_reference(gpu: Device) {
         assert_close(&host(got), &f64s(&host(want)), 2e-5, &format!("{toml} s={s}"));
         let run =
             |dev: &Device, fused: bool| gradients(toml, &ctx, dev, fused, [&q, &k, &v, &w], [b, h, s, d], 0);
-        for (i, (gf, gr)) in run(&g, true).iter().zip(&run(&c, false)).enumerate() {
-            let scale = gr.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
-            assert_close(gf, &f64s(gr), 1e-4 * (1.0 + scale), &format!("{toml} s={s}: gradient {i}"));
+        // FIRE's output bias b2 (gradient 6): a per-head constant the softmax cancels, gradient 0
+        let zero = if toml.contains("fire") { Some(6) } else { None };
+        assert_gradients_close(&run(&g, true), &run(&c, false), zero, &format!("{toml} s={s}"));
+    }
+}
+
+/// Fused gradients against the reference's: as many, each of the same length, each exercised
+/// (somewhere above 1e-4) except the one known to be zero, within 1e-4 of the reference's
+/// largest entry.
+fn assert_gradients_close(got: &[Vec<f32>], want: &[Vec<f32>], zero: Option<usize>, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: gradient count");
+    for (i, (gf, gr)) in got.iter().zip(want).enumerate() {
+        let what = format!("{what}: gradient {i}");
+        assert_eq!(gf.len(), gr.len(), "{what}: length");
+        assert!(zero == Some(i) || gr.iter().any(|x| x.abs() > 1e-4), "{what} must be exercised");
+        let scale = gr.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+        assert_close(gf, &f64s(gr), 1e-4 * (1.0 + scale), &what);
+    }
+}
+
+/// Every workgroup layout the CubeCL kernels may run with — a GPU's (1 row per lane, 32 lanes),
+/// lavapipe's (16, 8) and an odd (3, 5) whose tiles end mid-lane — forced through the test hook,
+/// forward and gradients against the dense reference. (Tests running alongside pick the forced
+/// layout up too; every layout must give the same results, so they still hold.)
+fn every_workgroup_layout_matches_the_dense_reference(gpu: Device) {
+    use std::sync::atomic::Ordering::Relaxed;
+    fused::POISON.store(true, Relaxed);
+    let (g, c) = (gpu.clone().autodiff(), device().autodiff());
+    let (b, h, d) = (2, 3, 12);
+    let ctx = EncodingContext::new(d, h, Some(64));
+    // FIRE's b2 (a per-head constant the softmax cancels) has no gradient: left out here
+    let cases =
+        ["kind = \"alibi\"", "kind = \"rope\"", "kind = \"hope-hyp\"", "kind = \"xpos\"\nscale_base = 2.0"];
+    for (rpl, lanes) in [(1usize, 32usize), (3, 5), (16, 8)] {
+        pezoo_encodings::hooks::ATTENTION_LAYOUT.store(rpl << 16 | lanes, Relaxed);
+        for toml in cases {
+            for &(s, start) in &[(7usize, 3usize), (129, 0)] {
+                let [q, k, v] = qkv(b, h, s, d, 60 + s as u64);
+                let w = random_vec(&mut rng(9), b * h * s * d);
+                let shape = [b, h, s, d];
+                let what = format!("{toml} s={s} layout ({rpl}, {lanes})");
+                let t = |x: &Vec<f32>, dev: &Device| tensor4(x.clone(), shape, dev);
+                let fe = encoding(toml, &ctx, &g);
+                let got =
+                    attention::encoded(t(&q, &g), t(&k, &g), t(&v, &g), fe.as_dyn(), start, None).unwrap();
+                let want = dense(t(&q, &c), t(&k, &c), t(&v, &c), encoding(toml, &ctx, &c).as_dyn(), start);
+                assert_close(&host(got), &f64s(&host(want)), 2e-5, &what);
+                let run = |dev: &Device, fused: bool| {
+                    gradients(toml, &ctx, dev, fused, [&q, &k, &v, &w], shape, start)
+                };
+                assert_gradients_close(&run(&g, true), &run(&c, false), None, &what);
+            }
         }
     }
+    pezoo_encodings::hooks::ATTENTION_LAYOUT.store(0, Relaxed);
 }
 
 pezoo_encodings::cube_tests!(
@@ -400,6 +452,7 @@ pezoo_encodings::cube_tests!(
     a_later_token_changes_no_earlier_output,
     hope_hyp_follows_a_changed_theta_prime,
     long_rows_match_the_dense_reference,
+    every_workgroup_layout_matches_the_dense_reference,
 );
 
 // The flex kernel (`attention::cpu`): the same bodies; HoPE-Hyp's in-kernel θ' test has no flex form.

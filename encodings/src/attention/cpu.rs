@@ -287,11 +287,7 @@ fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
 
 /// An output buffer: NaN when the tests' poison switch is on (an unwritten element then fails).
 fn output(n: usize) -> Vec<f32> {
-    #[cfg(feature = "cube")]
-    let poisoned = crate::rotary::fused::poisoned();
-    #[cfg(not(feature = "cube"))]
-    let poisoned = false;
-    vec![if poisoned { f32::NAN } else { 0.0 }; n]
+    vec![if crate::hooks::poisoned() { f32::NAN } else { 0.0 }; n]
 }
 
 /// The values of a contiguous f32 tensor.

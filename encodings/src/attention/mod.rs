@@ -18,13 +18,14 @@
 //!   from per-head rows of its weights ([`crate::bias::fire::Fire::kernel_rows`]) and returns
 //!   their gradient, summed per row in the dQ pass (MLP weights, c and the threshold).
 //!
-//! On flex ([`cpu`]) the kernel takes the plain forms only — embedding class, norm-preserving
-//! rotary maps (applied by the reference rotary ops first) and distance tables; HoPE-Hyp, xPos
-//! and FIRE keep the reference attention there.
+//! On flex ([`cpu`]) the kernel takes the plain forms — embedding class, norm-preserving rotary
+//! maps (applied inside the kernel from the encoding's coefficient table) and distance tables;
+//! HoPE-Hyp, xPos and FIRE keep the reference attention there.
 //!
-//! Known limitation of the CubeCL kernel (speed, not results): one thread per query (or key) row streaming K and V
-//! from global memory, no shared-memory tiles and no matrix units; the bias gradient is a third
-//! O(L²·d) pass. A FlashAttention-2 tiling is the next step on real GPUs (backends.md).
+//! Known limits of the CubeCL kernels (speed, not results): scalar f32 arithmetic with rows held
+//! in each lane's registers (`kernel::tile_rows`), no shared-memory tiles and no matrix units;
+//! the bias gradient is a third O(L²·d) pass. Tile sizes and a tensor-core path are what a GPU
+//! would tune (backends.md).
 
 #[cfg(any(feature = "cube", feature = "flex"))]
 mod backend;
@@ -207,6 +208,7 @@ fn launch(
     let [_, heads, seq, _] = q.dims();
     assert!(q.dims() == k.dims() && q.dims() == v.dims(), "q, k, v: one shape [batch, heads, seq, head_dim]");
     assert!(q.dtype() == burn::tensor::DType::F32, "fused attention runs in f32");
+    assert!(!flags.has_bias || bias.is_some(), "fused attention: has_bias without a bias table");
     if let (Some(b), true) = (&bias, flags.has_bias) {
         let [bh, blen] = b.dims();
         assert!(bh == heads && blen >= seq, "bias table: [heads = {heads}, ≥ {seq}], got [{bh}, {blen}]");

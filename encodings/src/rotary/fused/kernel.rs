@@ -187,7 +187,7 @@ pub fn launch_sinusoidal(table: CubeTensor, pos: CubeTensor) -> CubeTensor {
     let (table, pos) = (into_contiguous(table), into_contiguous(pos));
     let shape = Shape::new([pos.meta.shape()[0], 2 * table.meta.shape()[0]]);
     let mut out = empty_device_dtype(table.client.clone(), table.device.clone(), shape, table.dtype);
-    if poisoned() {
+    if crate::hooks::poisoned() {
         out = into_contiguous(<CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(
             out,
             f32::NAN.into(),
@@ -209,20 +209,6 @@ pub fn launch_sinusoidal(table: CubeTensor, pos: CubeTensor) -> CubeTensor {
     out
 }
 
-/// Tests only (feature `test-hooks`): NaN-fill every kernel output before its launch, so an
-/// element a kernel fails to write shows as NaN instead of as stale memory.
-#[cfg(feature = "test-hooks")]
-pub static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether outputs are NaN-filled before a launch ([`POISON`]; never without `test-hooks`).
-#[inline]
-pub(crate) fn poisoned() -> bool {
-    #[cfg(feature = "test-hooks")]
-    return POISON.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(feature = "test-hooks"))]
-    false
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     x: CubeTensor,
@@ -241,7 +227,7 @@ pub fn launch(
     let shape: Shape = x.meta.shape().clone();
     let shape_heads = shape[1].max(1);
     let dtype = x.dtype;
-    let out = if poisoned() {
+    let out = if crate::hooks::poisoned() {
         let nan = <CubeBackend as FloatTensorOps<CubeBackend>>::float_mul_scalar(x.clone(), f32::NAN.into());
         into_contiguous(nan)
     } else {

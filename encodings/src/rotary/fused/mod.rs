@@ -22,10 +22,10 @@ use burn::prelude::*;
 use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
+/// The NaN-poison switch of every kernel (tests only; see [`crate::hooks`]).
 #[cfg(feature = "test-hooks")]
-pub use kernel::POISON;
+pub use crate::hooks::POISON;
 pub(crate) use kernel::exact_angle;
-pub(crate) use kernel::poisoned;
 
 use super::{PairMap, RotaryEncoding, Side};
 

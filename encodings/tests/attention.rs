@@ -304,6 +304,8 @@ fn a_later_token_changes_no_earlier_output(gpu: Device) {
     let (b, h, d) = (1, 3, 12);
     let ctx = EncodingContext::new(d, h, Some(64));
     // a bias table, FIRE (by query position), and a growing map over several tiles (xPos, scale base 2)
+    // FIRE's per-row gradients at several rows per lane are covered on lavapipe by the other
+    // tests (its own layout); forced here they cost minutes of shader compilation.
     let cases = [
         ("kind = \"t5\"", 33, 20),
         ("kind = \"rope\"", 129, 100),
@@ -389,40 +391,50 @@ fn long_rows_match_the_dense_reference(gpu: Device) {
         let run =
             |dev: &Device, fused: bool| gradients(toml, &ctx, dev, fused, [&q, &k, &v, &w], [b, h, s, d], 0);
         // FIRE's output bias b2 (gradient 6): a per-head constant the softmax cancels, gradient 0
-        let zero = if toml.contains("fire") { Some(6) } else { None };
+        let zero: &[usize] = if toml.contains("fire") { &[6] } else { &[] };
         assert_gradients_close(&run(&g, true), &run(&c, false), zero, &format!("{toml} s={s}"));
     }
 }
 
 /// Fused gradients against the reference's: as many, each of the same length, each exercised
-/// (somewhere above 1e-4) except the one known to be zero, within 1e-4 of the reference's
+/// (somewhere above 1e-4) except those known to be zero, within 1e-4 of the reference's
 /// largest entry.
-fn assert_gradients_close(got: &[Vec<f32>], want: &[Vec<f32>], zero: Option<usize>, what: &str) {
+fn assert_gradients_close(got: &[Vec<f32>], want: &[Vec<f32>], zero: &[usize], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: gradient count");
     for (i, (gf, gr)) in got.iter().zip(want).enumerate() {
         let what = format!("{what}: gradient {i}");
         assert_eq!(gf.len(), gr.len(), "{what}: length");
-        assert!(zero == Some(i) || gr.iter().any(|x| x.abs() > 1e-4), "{what} must be exercised");
+        assert!(zero.contains(&i) || gr.iter().any(|x| x.abs() > 1e-4), "{what} must be exercised");
         let scale = gr.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
         assert_close(gf, &f64s(gr), 1e-4 * (1.0 + scale), &what);
     }
 }
 
 /// Every workgroup layout the CubeCL kernels may run with — a GPU's (1 row per lane, 32 lanes),
-/// lavapipe's (16, 8) and an odd (3, 5) whose tiles end mid-lane — forced through the test hook,
-/// forward and gradients against the dense reference. (Tests running alongside pick the forced
-/// layout up too; every layout must give the same results, so they still hold.)
+/// lavapipe's at this head_dim (9, 8) and an odd (3, 5) whose tiles end mid-lane — forced through the test hook
+/// (for head_dim 14 only, which no other test uses), forward and gradients against the dense
+/// reference.
 fn every_workgroup_layout_matches_the_dense_reference(gpu: Device) {
+    use pezoo_encodings::hooks::ATTENTION_LAYOUT;
     use std::sync::atomic::Ordering::Relaxed;
+    /// One forced layout at a time (one copy of this test per compiled CubeCL device), reset on
+    /// drop, also when an assertion fails.
+    struct Forced(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+    impl Drop for Forced {
+        fn drop(&mut self) {
+            ATTENTION_LAYOUT.store(0, Relaxed);
+        }
+    }
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _forced = Forced(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
     fused::POISON.store(true, Relaxed);
     let (g, c) = (gpu.clone().autodiff(), device().autodiff());
-    let (b, h, d) = (2, 3, 12);
+    let (b, h, d) = (2, 3, 14);
     let ctx = EncodingContext::new(d, h, Some(64));
-    // FIRE's b2 (a per-head constant the softmax cancels) has no gradient: left out here
     let cases =
         ["kind = \"alibi\"", "kind = \"rope\"", "kind = \"hope-hyp\"", "kind = \"xpos\"\nscale_base = 2.0"];
-    for (rpl, lanes) in [(1usize, 32usize), (3, 5), (16, 8)] {
-        pezoo_encodings::hooks::ATTENTION_LAYOUT.store(rpl << 16 | lanes, Relaxed);
+    for (rpl, lanes) in [(1u64, 32u64), (3, 5), (9, 8)] {
+        ATTENTION_LAYOUT.store((d as u64) << 32 | rpl << 16 | lanes, Relaxed);
         for toml in cases {
             for &(s, start) in &[(7usize, 3usize), (129, 0)] {
                 let [q, k, v] = qkv(b, h, s, d, 60 + s as u64);
@@ -438,11 +450,16 @@ fn every_workgroup_layout_matches_the_dense_reference(gpu: Device) {
                 let run = |dev: &Device, fused: bool| {
                     gradients(toml, &ctx, dev, fused, [&q, &k, &v, &w], shape, start)
                 };
-                assert_gradients_close(&run(&g, true), &run(&c, false), None, &what);
+                // FIRE: b2 (6) has no gradient; b1 (4) only where a hidden unit switches in a row
+                let zero: &[usize] = match (toml.contains("fire"), s) {
+                    (true, 7) => &[4, 6],
+                    (true, _) => &[6],
+                    _ => &[],
+                };
+                assert_gradients_close(&run(&g, true), &run(&c, false), zero, &what);
             }
         }
     }
-    pezoo_encodings::hooks::ATTENTION_LAYOUT.store(0, Relaxed);
 }
 
 pezoo_encodings::cube_tests!(

@@ -55,8 +55,39 @@ fn default_device_on_cpu() {
     }
 }
 
+/// On a machine without a display, probing wgpu's adapters makes Mesa's Wayland client print
+/// `error: XDG_RUNTIME_DIR is invalid or not set` although nothing is wrong (no compositor is
+/// wanted). When the variable is unset, point it at a private, empty directory: the probe then
+/// finds no compositor quietly.
+#[allow(unsafe_code)]
+fn quiet_display_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() || cfg!(not(target_os = "linux")) {
+        return;
+    }
+    #[cfg(unix)]
+    let made = {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        // this process's uid: the owner of /proc/self (Linux only, as is this function's use)
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+        let dir = std::env::temp_dir().join(format!("pezoo-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        // only a real directory (not a link someone planted) of this user's, private, as the
+        // variable's readers require
+        let ok = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+        ok.then_some(dir)
+    };
+    #[cfg(not(unix))]
+    let made: Option<std::path::PathBuf> = None;
+    if let Some(dir) = made {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
+}
+
 fn main() -> ExitCode {
     default_device_on_cpu();
+    quiet_display_probe();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Inspect(_) | Command::Devices) {
         // `zoo inspect … | head`: for these read-only commands a closed stdout ends the program

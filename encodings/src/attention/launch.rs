@@ -34,17 +34,18 @@ fn grid(q: &CubeTensor, threads: usize) -> (CubeCount, CubeDim) {
     (calculate_cube_count_elemwise(&q.client, threads, cube_dim), cube_dim)
 }
 
-/// Rows per lane and lanes per workgroup (see `kernel::tile_rows`): a CPU Vulkan device
-/// (lavapipe: SIMD width ≤ 8, every load in a loop a per-lane gather) takes up to 16 rows per
+/// Rows per lane and lanes per workgroup (see `kernel::tile_rows`): a device whose widest plane
+/// has ≤ 8 lanes — lavapipe, where every load in a loop is a per-lane gather (this also catches
+/// cubecl-cpu and some mobile GPUs: their speed, not results) — takes up to 16 rows per
 /// lane — loads per score that many times fewer — in workgroups of 8, as many as keep a lane's
 /// unrolled row loops within [`CPU_LANE_FLOATS`]; a GPU one row per thread (uniform loads are
 /// broadcast by the hardware, and many rows would spill its registers) in workgroups of 32. The
 /// tests force other layouts through [`crate::hooks::ATTENTION_LAYOUT`].
 fn layout(x: &CubeTensor) -> (usize, usize) {
-    if let Some(forced) = crate::hooks::attention_layout() {
+    let dim = x.meta.shape()[3].max(1);
+    if let Some(forced) = crate::hooks::attention_layout(dim) {
         return forced;
     }
-    let dim = x.meta.shape()[3].max(1);
     match x.client.properties().hardware.plane_size_max <= 8 {
         true => ((CPU_LANE_FLOATS / dim).clamp(1, 16), 8),
         false => (1, 32),
@@ -114,8 +115,13 @@ impl Inputs {
         assert!(self.scal.meta.num_elements() >= 3, "scal: 3 values");
         for t in [&self.q, &self.k, &self.v, &self.bias, &self.table, &self.scal] {
             assert!(t.is_contiguous(), "the kernels' inputs are contiguous");
+            assert_eq!(t.dtype, self.q.dtype, "the kernels' inputs share q's dtype");
         }
         if let Some(g) = g {
+            for t in [&g.dout, &g.lse, &g.delta] {
+                assert!(t.is_contiguous(), "dout, lse and δ are contiguous");
+                assert_eq!(t.dtype, self.q.dtype, "dout, lse and δ share q's dtype");
+            }
             assert_eq!(g.dout.meta.shape(), &shape, "dout: the shape of q");
             let rows = rows(&self.q);
             assert_eq!(g.lse.meta.shape(), &rows, "lse: [b, h, s]");

@@ -113,6 +113,9 @@ pub enum SyntheticStyle {
     Mixed,
     /// [`retrieval_document`]: dense in facts recalled and spans copied within a few sentences.
     Retrieval,
+    /// [`lookup_document`]: one fact and one span pending at a time, each recalled up to
+    /// [`LOOKUP_WITHIN`] sentences later: the situation of the passkey and copy probes.
+    Lookup,
 }
 
 /// Longest a fact waits for its recall, in sentences, in [`retrieval_document`].
@@ -170,6 +173,57 @@ pub fn retrieval_document(rng: &mut SplitMix, len: usize) -> String {
     doc
 }
 
+/// Default longest wait of a fact or span for its recall, in sentences, in [`lookup_document`]
+/// (`[data] recall_within`): about one 128-token window of BPE text (a sentence is ~9 tokens).
+pub const LOOKUP_WITHIN: usize = 14;
+
+/// One document (~`len` bytes) in the same sentence grammar as [`synthetic_document`], with at
+/// most one fact and one copied span pending at any time, each recalled 1..=`within`
+/// sentences later, log-uniformly: short recalls are common (a small model forms its
+/// induction circuit on them within a CPU budget; with uniform waits over a whole window it did
+/// not in 4 M tokens) and every distance up to `within` is seen. With nothing else pending, the most recent fact or span is always the one
+/// asked for, as in the passkey and copy probes: the lookup needs no matching by name, only an
+/// induction from `is` / `copy:` to what followed it, at distances spread over the window.
+pub fn lookup_document(rng: &mut SplitMix, len: usize, within: usize) -> String {
+    let within = within.max(1);
+    // ⌊(within+1)^u⌋ for u uniform in [0, 1): P(wait ≤ w) = ln(w+1) / ln(within+1)
+    let wait = |rng: &mut SplitMix| {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((within as f64 + 1.0).powf(u) as usize).clamp(1, within)
+    };
+    let mut doc = String::new();
+    let mut fact: Option<(&str, u32, usize)> = None; // name, code, sentence it is due
+    let mut copy: Option<(String, usize)> = None;
+    let mut step = 0;
+    while doc.len() < len {
+        step += 1;
+        if let Some((name, code, _)) = fact.take_if(|f| f.2 <= step) {
+            doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
+        } else if let Some((span, _)) = copy.take_if(|c| c.1 <= step) {
+            doc.push_str(&format!("again: {span}.\n"));
+        } else if fact.is_none() && rng.below(3) == 0 {
+            let (name, code) = (rng.pick(NAMES), 1000 + rng.below(9000) as u32);
+            doc.push_str(&format!("the code of {name} is {code}.\n"));
+            fact = Some((name, code, step + wait(rng)));
+        } else if copy.is_none() && rng.below(3) == 0 {
+            let span: String = (0..10).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+            doc.push_str(&format!("copy: {span}.\n"));
+            copy = Some((span, step + wait(rng)));
+        } else {
+            let (n, v, c, t, p) =
+                (rng.pick(NAMES), rng.pick(VERBS), rng.pick(COLORS), rng.pick(THINGS), rng.pick(PLACES));
+            doc.push_str(&format!("{n} {v} the {c} {t} in the {p}.\n"));
+        }
+    }
+    if let Some((name, code, _)) = fact {
+        doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
+    }
+    if let Some((span, _)) = copy {
+        doc.push_str(&format!("again: {span}.\n"));
+    }
+    doc
+}
+
 impl Corpus {
     /// The embedded synthetic corpus (mixed style): `docs` documents of ~`doc_len` bytes; every
     /// 10th is held out.
@@ -177,14 +231,27 @@ impl Corpus {
         Self::synthetic_styled(SyntheticStyle::Mixed, seed, docs, doc_len)
     }
 
-    /// The embedded synthetic corpus in `style`.
+    /// The embedded synthetic corpus in `style` (the lookup style with [`LOOKUP_WITHIN`]).
     pub fn synthetic_styled(style: SyntheticStyle, seed: u64, docs: usize, doc_len: usize) -> Self {
+        Self::synthetic_within(style, seed, docs, doc_len, LOOKUP_WITHIN)
+    }
+
+    /// The embedded synthetic corpus in `style`; lookup facts and spans wait up to `within`
+    /// sentences for their recall (the other styles ignore it).
+    pub fn synthetic_within(
+        style: SyntheticStyle,
+        seed: u64,
+        docs: usize,
+        doc_len: usize,
+        within: usize,
+    ) -> Self {
         let mut rng = SplitMix(seed);
-        let make = match style {
-            SyntheticStyle::Mixed => synthetic_document,
-            SyntheticStyle::Retrieval => retrieval_document,
+        let make = |rng: &mut SplitMix| match style {
+            SyntheticStyle::Mixed => synthetic_document(rng, doc_len),
+            SyntheticStyle::Retrieval => retrieval_document(rng, doc_len),
+            SyntheticStyle::Lookup => lookup_document(rng, doc_len, within),
         };
-        let all: Vec<String> = (0..docs).map(|_| make(&mut rng, doc_len)).collect();
+        let all: Vec<String> = (0..docs).map(|_| make(&mut rng)).collect();
         let (mut train, mut valid) = (Vec::new(), Vec::new());
         for (i, d) in all.into_iter().enumerate() {
             if i % 10 == 9 { valid.push(d) } else { train.push(d) }
@@ -349,5 +416,47 @@ mod tests {
             assert!(pending.is_empty() && span.is_none(), "everything is recalled by the end");
         }
         assert!(facts > 50 * 6 && copies > 50 * 3, "dense: {facts} facts, {copies} copies");
+    }
+
+    /// Lookup documents: at most one fact and one span pending, each recalled with its own code
+    /// or letters within [`LOOKUP_WITHIN`] sentences (or at the end), so the latest fact or span
+    /// is always the one recalled; recall distances spread over the whole range.
+    #[test]
+    fn lookup_documents_recall_the_latest_fact_within_the_window() {
+        let mut rng = SplitMix(9);
+        let (mut waits, mut copies) = (Vec::new(), 0);
+        for _ in 0..50 {
+            let doc = lookup_document(&mut rng, 1500, LOOKUP_WITHIN);
+            let lines: Vec<&str> = doc.lines().collect();
+            let (mut fact, mut span): (Option<(String, usize)>, Option<(String, usize)>) = (None, None);
+            for (i, line) in lines.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix("recall: the code of ") {
+                    let (said, at) = fact.take().expect("a fact is pending");
+                    assert_eq!(rest, said, "recalls the latest fact, name and code");
+                    // one line per step; an `again` may be due on the same step
+                    assert!(i - at <= LOOKUP_WITHIN + 1 || i + 2 >= lines.len(), "line {i}, stated at {at}");
+                    waits.push(i - at);
+                } else if let Some(rest) = line.strip_prefix("the code of ") {
+                    assert!(fact.is_none(), "two facts pending");
+                    fact = Some((rest.to_string(), i));
+                } else if let Some(s) = line.strip_prefix("copy: ") {
+                    assert!(span.is_none(), "two spans pending");
+                    span = Some((s.to_string(), i));
+                    copies += 1;
+                } else if let Some(s) = line.strip_prefix("again: ") {
+                    let (said, at) = span.take().expect("a span is pending");
+                    assert_eq!(s, said);
+                    assert!(i - at <= LOOKUP_WITHIN + 1 || i + 2 >= lines.len());
+                }
+            }
+            assert!(fact.is_none() && span.is_none(), "everything is recalled by the end");
+        }
+        assert!(waits.len() > 50 * 3 && copies > 50 * 3, "{} facts, {copies} copies", waits.len());
+        // log-uniform: P(wait ≤ w) = ln(w+1)/ln(15) (a recall line may be pushed one later)
+        let short = waits.iter().filter(|&&w| w <= 3).count() as f64 / waits.len() as f64;
+        assert!((short - (4f64).ln() / (15f64).ln()).abs() < 0.08, "P(wait ≤ 3) = {short}");
+        for d in [1, LOOKUP_WITHIN / 2, LOOKUP_WITHIN] {
+            assert!(waits.contains(&d), "a recall {d} sentences later");
+        }
     }
 }

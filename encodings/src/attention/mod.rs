@@ -104,6 +104,8 @@ pub fn encoded(
         // Flex: the kernel rotates q and k itself (positions re-centred on the first token).
         #[cfg(feature = "flex")]
         Some(r) if is_flex(&device) => {
+            let head_dim = q.dims()[3];
+            assert_eq!(head_dim, r.spec().head_dim, "q's head_dim against the encoding's");
             let table = crate::rotary::reference::rotation_table(r, seq, start + seq, &device);
             let interleaved = r.spec().layout == crate::rotary::Layout::Interleaved;
             let flags = backend::Flags { rotated: true, interleaved, ..Default::default() };

@@ -21,12 +21,13 @@ const PRESETS: &[(&str, &str)] = &[
     ("micro", include_str!("../../configs/micro.toml")),
     ("quick", include_str!("../../configs/quick.toml")),
     ("small", include_str!("../../configs/small.toml")),
+    ("retrieval", include_str!("../../configs/retrieval.toml")),
 ];
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// micro (a minute) | quick (well under an hour on 2 cores) | small (a real experiment) |
-    /// a run configuration file (e.g. experiments/configs/papers/hope-hyp-scaled.toml).
+    /// micro (a minute) | quick (well under an hour on 2 cores) | retrieval (learns passkey and
+    /// copy; ~5 min per run) | small (a real experiment) | a run configuration file (e.g. experiments/configs/papers/hope-hyp-scaled.toml).
     #[arg(long, default_value = "quick")]
     pub preset: String,
     #[arg(long, value_delimiter = ',', default_value = "nope,rope,hope-hf,hope-hyp,alibi,p-rope")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use pezoo_models::ModelConfig;
 use pezoo_models::corpus::Corpus;
-use pezoo_models::corpus::SyntheticStyle;
+use pezoo_models::corpus::{LOOKUP_WITHIN, SyntheticStyle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,9 +72,14 @@ pub struct DataConfig {
     pub synthetic_docs: usize,
     pub synthetic_doc_len: usize,
     /// Synthetic corpus: `mixed` (local grammar, facts recalled at each document's end) or
-    /// `retrieval` (dense in facts recalled and spans copied within a few sentences).
+    /// `retrieval` (dense in facts recalled and spans copied within a few sentences) or `lookup`
+    /// (one fact and one span pending at a time, recalled anywhere in a window).
     #[serde(skip_serializing_if = "is_mixed")]
     pub synthetic_style: SyntheticStyle,
+    /// Lookup style: the longest wait of a fact or span for its recall, in sentences (uniform
+    /// from 1; default 14, about a 128-token BPE window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_within: Option<usize>,
 }
 
 fn is_mixed(s: &SyntheticStyle) -> bool {
@@ -98,6 +103,7 @@ impl Default for DataConfig {
             synthetic_docs: 300,
             synthetic_doc_len: 3000,
             synthetic_style: SyntheticStyle::Mixed,
+            recall_within: None,
         }
     }
 }
@@ -249,11 +255,12 @@ impl RunConfig {
         let min = 4 * (self.model.max_seq_len + 1);
         Ok(match &self.data.path {
             Some(p) => Corpus::from_path(p, min, &self.data.text_field).context("data.path")?,
-            None => Corpus::synthetic_styled(
+            None => Corpus::synthetic_within(
                 self.data.synthetic_style,
                 self.train.seed,
                 self.data.synthetic_docs,
                 self.data.synthetic_doc_len,
+                self.data.recall_within.unwrap_or(LOOKUP_WITHIN),
             ),
         })
     }
@@ -304,6 +311,14 @@ impl RunConfig {
                 "data.synthetic_style: applies to the embedded synthetic corpus only (allowed with data.path: leave it unset)"
             );
         }
+        if let Some(w) = self.data.recall_within {
+            if self.data.synthetic_style != SyntheticStyle::Lookup || self.data.path.is_some() {
+                bail!("data.recall_within: applies to synthetic_style = \"lookup\" only (leave it unset)");
+            }
+            if !(1..=10_000).contains(&w) {
+                bail!("data.recall_within: {w} is out of range (allowed: 1 ≤ sentences ≤ 10000)");
+            }
+        }
         pezoo_models::TokenizerSpec::parse(&self.data.tokenizer)?;
         if self.data.text_field.is_empty() {
             bail!("data.text_field: empty (allowed: the name of a string field of the .jsonl lines)");
@@ -327,6 +342,19 @@ mod tests {
         c.data.path = Some("books".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("data.synthetic_style:"), "{err}");
+    }
+
+    #[test]
+    fn recall_within_is_for_the_lookup_style_and_in_range() {
+        let mut c = RunConfig::default();
+        c.data.recall_within = Some(4);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("data.recall_within: applies to"), "{err}");
+        c.data.synthetic_style = SyntheticStyle::Lookup;
+        c.validate().expect("lookup takes a wait");
+        c.data.recall_within = Some(0);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("data.recall_within: 0 is out of range"), "{err}");
     }
 
     #[test]

@@ -178,12 +178,14 @@ pub fn retrieval_document(rng: &mut SplitMix, len: usize) -> String {
 pub const LOOKUP_WITHIN: usize = 14;
 
 /// One document (~`len` bytes) in the same sentence grammar as [`synthetic_document`], with at
-/// most one fact and one copied span pending at any time, each recalled 1..=`within`
-/// sentences later, log-uniformly: short recalls are common (a small model forms its
-/// induction circuit on them within a CPU budget; with uniform waits over a whole window it did
-/// not in 4 M tokens) and every distance up to `within` is seen. With nothing else pending, the most recent fact or span is always the one
-/// asked for, as in the passkey and copy probes: the lookup needs no matching by name, only an
-/// induction from `is` / `copy:` to what followed it, at distances spread over the window.
+/// most one fact and one copied span pending at any time. A fact is stated with probability 1/2
+/// on a sentence with none pending, a span with 1/4 (facts are the harder lookup: a statement's
+/// `is` must not be copied, a recall's must), each recalled 1..=`within` sentences later,
+/// log-uniformly (a span due with a recall waits one more): short recalls are common (a small
+/// model forms its induction circuit on them within a CPU budget; with uniform waits over a whole
+/// window it did not in 4 M tokens). Waits near `within` span about a whole 128-token window, so
+/// the longest are rarely inside one training window. The latest fact or span is always the one
+/// asked for, as in the passkey and copy probes.
 pub fn lookup_document(rng: &mut SplitMix, len: usize, within: usize) -> String {
     let within = within.max(1);
     // ⌊(within+1)^u⌋ for u uniform in [0, 1): P(wait ≤ w) = ln(w+1) / ln(within+1)
@@ -201,11 +203,11 @@ pub fn lookup_document(rng: &mut SplitMix, len: usize, within: usize) -> String 
             doc.push_str(&format!("recall: the code of {name} is {code}.\n"));
         } else if let Some((span, _)) = copy.take_if(|c| c.1 <= step) {
             doc.push_str(&format!("again: {span}.\n"));
-        } else if fact.is_none() && rng.below(3) == 0 {
+        } else if fact.is_none() && rng.below(2) == 0 {
             let (name, code) = (rng.pick(NAMES), 1000 + rng.below(9000) as u32);
             doc.push_str(&format!("the code of {name} is {code}.\n"));
             fact = Some((name, code, step + wait(rng)));
-        } else if copy.is_none() && rng.below(3) == 0 {
+        } else if copy.is_none() && rng.below(4) == 0 {
             let span: String = (0..10).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
             doc.push_str(&format!("copy: {span}.\n"));
             copy = Some((span, step + wait(rng)));
@@ -433,8 +435,8 @@ mod tests {
                 if let Some(rest) = line.strip_prefix("recall: the code of ") {
                     let (said, at) = fact.take().expect("a fact is pending");
                     assert_eq!(rest, said, "recalls the latest fact, name and code");
-                    // one line per step; an `again` may be due on the same step
-                    assert!(i - at <= LOOKUP_WITHIN + 1 || i + 2 >= lines.len(), "line {i}, stated at {at}");
+                    // recalls come first on their step: a fact never waits longer than `within`
+                    assert!(i - at <= LOOKUP_WITHIN || i + 2 >= lines.len(), "line {i}, stated at {at}");
                     waits.push(i - at);
                 } else if let Some(rest) = line.strip_prefix("the code of ") {
                     assert!(fact.is_none(), "two facts pending");

@@ -76,8 +76,8 @@ pub struct DataConfig {
     /// (one fact and one span pending at a time, recalled anywhere in a window).
     #[serde(skip_serializing_if = "is_mixed")]
     pub synthetic_style: SyntheticStyle,
-    /// Lookup style: the longest wait of a fact or span for its recall, in sentences (uniform
-    /// from 1; default 14, about a 128-token BPE window).
+    /// Lookup style: the longest wait of a fact or span for its recall, in sentences
+    /// (log-uniform from 1; default 14, about a 128-token BPE window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recall_within: Option<usize>,
 }

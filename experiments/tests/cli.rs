@@ -147,6 +147,21 @@ fn train_is_killed_or_stopped_by_a_signal_and_resumes_from_its_checkpoint() {
     };
     let changed = zoo().args(using(&other_training)).output().unwrap();
     assert_one_line_error(&changed, &["--resume: [train] differs", "config.toml"]);
+    // resuming on other tokens is refused (here the record is edited; in use, the corpus)
+    let record = out.join("data.json");
+    let kept = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, kept.replace("\"train_tokens\": ", "\"train_tokens\": 1")).unwrap();
+    let state = || {
+        let mut files: Vec<_> =
+            walk(&out).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+        files.sort();
+        files
+    };
+    let before = state();
+    let other_data = zoo().args(using(config_path)).output().unwrap();
+    assert_one_line_error(&other_data, &["--resume: the data differ", "data.json"]);
+    assert!(state() == before, "a refused resume changes nothing in the run directory");
+    std::fs::write(&record, kept).unwrap();
     let other_eval = with("eval.toml", format!("{config}\n[eval]\nlengths = [1, 3]\n"));
     let resumed = zoo().args(using(&other_eval)).output().unwrap();
     let stdout = String::from_utf8_lossy(&resumed.stdout);
@@ -558,4 +573,14 @@ fn a_run_stops_at_exactly_its_steps_and_its_rate_never_rises_after_warm_up() {
         .unwrap();
     assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() { files.extend(walk(&p)) } else { files.push(p) }
+    }
+    files
 }

@@ -4,8 +4,8 @@
 
 use std::io::Write;
 
-use pezoo_models::corpus::documents;
-use pezoo_models::{Corpus, Tokenizer, TokenizerSpec, Tokens};
+use pezoo_models::corpus::{SyntheticStyle, documents};
+use pezoo_models::{Corpus, Tokenizer, TokenizerSpec, Tokens, token_stream};
 
 fn books_like() -> Vec<String> {
     // varied English with repeats (so merges have counts), digits, punctuation and non-ASCII
@@ -95,6 +95,14 @@ fn a_saved_tokenizer_loads_back_and_bad_files_are_named() {
     let text = "alice sees the red key in the hall.\n";
     assert_eq!(loaded.encode(text), tok.encode(text));
     assert_eq!((loaded.eos(), loaded.vocab_size()), (tok.eos(), 300));
+    // the whole training text of the retrieval preset's corpus, not one sentence: a resumed run's
+    // tokens (from the saved file) must equal the fresh run's (its data.json is checked)
+    let lookup = Corpus::synthetic_styled(SyntheticStyle::Lookup, 3, 40, 1500);
+    let learned = Tokenizer::learn_bpe(&lookup.train, 512).unwrap();
+    learned.save(&path).unwrap();
+    let reloaded = Tokenizer::from_file(&path).unwrap();
+    let (a, b) = (token_stream(&lookup.train, &learned), token_stream(&lookup.train, &reloaded));
+    assert!(a.len() > 10_000 && a == b, "{} tokens learned, {} reloaded", a.len(), b.len());
 
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "{ not json").unwrap();

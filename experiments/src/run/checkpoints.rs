@@ -1,8 +1,9 @@
 //! Checkpoints of a run: burn-train's `checkpoint/{model,optim,scheduler}-<epoch>.bpk` and the
 //! step each one holds (`checkpoint/steps.json`: epochs end at multiples of `checkpoint_every`,
-//! or early when a signal stops the run).
+//! or early when a signal stops the run), and what the run trains on (`data.json`).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::{RunDir, write_atomic};
@@ -98,9 +99,103 @@ pub fn record_epoch_end(run: &RunDir, epoch: usize, step: usize) -> Result<()> {
     write_atomic(&path, serde_json::to_string(&map)?.as_bytes())
 }
 
+/// The tokens a run trains and validates on, recorded when it starts: a resumed run must read
+/// the same ones. The configuration alone does not pin them: a corpus file edited in place, or
+/// the embedded generator of another pezoo, would resume the run on other text without a word.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    pub train_tokens: usize,
+    pub valid_tokens: usize,
+    /// FNV-1a (64 bit) over the token ids of the training split, then the validation split.
+    pub fnv1a: String,
+}
+
+impl DataFingerprint {
+    pub fn of(train: &[u32], valid: &[u32]) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in train.iter().chain(valid).flat_map(|t| t.to_le_bytes()) {
+            h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        Self { train_tokens: train.len(), valid_tokens: valid.len(), fnv1a: format!("{h:016x}") }
+    }
+}
+
+/// Records the data a fresh run starts on.
+pub fn record_data(run: &RunDir, data: &DataFingerprint) -> Result<()> {
+    write_atomic(&run.data_file(), serde_json::to_string_pretty(data)?.as_bytes())
+}
+
+/// On `--resume`: an error naming both fingerprints when the data differ from the recorded;
+/// a run from before the record is resumed with a note (its data cannot be checked).
+pub fn check_data(run: &RunDir, now: &DataFingerprint) -> Result<()> {
+    let path = run.data_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "note: {} is absent (a run from an older pezoo): the data it started on cannot be \
+                 checked; those it resumes on are recorded from now on",
+                path.display()
+            );
+            return record_data(run, now);
+        }
+        Err(e) => bail!("--resume: cannot read {}: {e}", path.display()),
+    };
+    let was: DataFingerprint = serde_json::from_str(&text)
+        .with_context(|| format!("--resume: {} is not readable", path.display()))?;
+    if &was != now {
+        bail!(
+            "--resume: the data differ from those the run started on ({}: {} train / {} valid tokens, \
+             fingerprint {}; now {} / {}, {}): the corpus, its generator or the tokenizer changed; \
+             resume on the same data, or choose another --out",
+            path.display(),
+            was.train_tokens,
+            was.valid_tokens,
+            was.fnv1a,
+            now.train_tokens,
+            now.valid_tokens,
+            now.fnv1a
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// FNV-1a 64 of known inputs (the published offset basis and prime); a resume on other
+    /// tokens (one changed, or one more) is refused with both fingerprints; an older run
+    /// without the record resumes and gets one.
+    #[test]
+    fn resuming_on_other_data_is_refused() {
+        // FNV-1a 64 of the empty input is the offset basis; of the byte 'a' (0x61) the
+        // published 0xaf63dc4c8601ec8c (a token 0x61 hashes its 4 little-endian bytes)
+        assert_eq!(DataFingerprint::of(&[], &[]).fnv1a, "cbf29ce484222325");
+        let a = DataFingerprint::of(&[0x61], &[]).fnv1a;
+        let mut h: u64 = 0xaf63dc4c8601ec8c;
+        for _ in 0..3 {
+            h = h.wrapping_mul(0x0100_0000_01b3); // three zero bytes: xor 0, multiply
+        }
+        assert_eq!(a, format!("{h:016x}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path());
+        let data = DataFingerprint::of(&[5, 7, 9, 11], &[3, 4]);
+        check_data(&run, &data).unwrap(); // no record yet: accepted and recorded
+        assert!(run.data_file().exists());
+        check_data(&run, &data).unwrap();
+        for other in
+            [DataFingerprint::of(&[5, 7, 9, 12], &[3, 4]), DataFingerprint::of(&[5, 7, 9, 11], &[3, 4, 1])]
+        {
+            let err = check_data(&run, &other).unwrap_err().to_string();
+            assert!(
+                err.contains("data.json") && err.contains(&data.fnv1a) && err.contains(&other.fnv1a),
+                "{err}"
+            );
+        }
+        // the split point matters too: the same ids split differently hash alike but count apart
+        assert_ne!(DataFingerprint::of(&[1, 2], &[3]), DataFingerprint::of(&[1], &[2, 3]));
+    }
 
     /// Checkpoint steps come from the record (runs from before it: epoch × checkpoint_every); a
     /// checkpoint the record lacks is not resumable; resuming from checkpoint e removes later

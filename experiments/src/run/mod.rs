@@ -7,6 +7,7 @@
 //!       tokenizer.json        the learned or given tokenizer (absent for bytes)
 //!       metrics.csv           MetricRow per logged step (train and valid)
 //!       checkpoint/           burn-train's {model,optim,scheduler}-<epoch>.bpk, steps.json
+//!       data.json             DataFingerprint: the tokens trained on, checked on --resume
 //!       model.safetensors     the final weights: present once training finished
 //!       train.json            TrainRecord: devices, compute path, parameters, valid loss
 //!       eval<sfx>.json        EvalOutput: its settings, perplexity per length, passkey, copy
@@ -77,6 +78,10 @@ impl RunDir {
     /// The step each checkpoint holds ([`checkpoints`]).
     pub fn steps_file(&self) -> PathBuf {
         self.checkpoint_dir().join("steps.json")
+    }
+    /// What the run trains on ([`checkpoints::DataFingerprint`]), checked on `--resume`.
+    pub fn data_file(&self) -> PathBuf {
+        self.0.join("data.json")
     }
     pub fn model_file(&self) -> PathBuf {
         self.0.join("model.safetensors")

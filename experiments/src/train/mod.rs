@@ -29,7 +29,10 @@ use pezoo_models::{
 };
 
 pub use crate::run::RunConfig;
-use crate::run::checkpoints::{checkpoint_step, drop_checkpoints_after, last_checkpoint, record_epoch_end};
+use crate::run::checkpoints::{
+    DataFingerprint, check_data, checkpoint_step, drop_checkpoints_after, last_checkpoint, record_data,
+    record_epoch_end,
+};
 use crate::run::{RUN_FORMAT, RunDir, TrainRecord};
 use crate::write_atomic;
 
@@ -298,6 +301,7 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
         batch_size: t.batch_size,
         grad_accum: t.grad_accum,
     };
+    let fingerprint = DataFingerprint::of(&train_tokens, &valid_tokens);
     if let Some(e) = resume_from {
         // what trains must be the same; [eval] and [analyze] may change
         if let Some(old) = &old_config {
@@ -315,12 +319,14 @@ pub fn run(args: TrainArgs) -> Result<TrainSummary> {
                 );
             }
         }
+        check_data(&run, &fingerprint)?; // an edited corpus or another generator: refused
         let step = checkpoint_step(&run, t, e).unwrap_or_default(); // recorded: see last_checkpoint
         drop_checkpoints_after(&run, e)?;
         println!("resuming from checkpoint {e} (step {step})");
         run.truncate_metrics(step)?;
     } else {
         let _ = std::fs::remove_file(run.metrics_file());
+        record_data(&run, &fingerprint)?;
     }
     if let Some(json) = tok.to_json() {
         write_atomic(&saved_tokenizer, json.as_bytes())?;

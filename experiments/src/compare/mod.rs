@@ -27,7 +27,7 @@ const PRESETS: &[(&str, &str)] = &[
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// micro (a minute) | quick (well under an hour on 2 cores) | retrieval (learns passkey and
-    /// copy; 8–11 min per run) | small (a real experiment) | a run configuration file (e.g.
+    /// copy; 8–13 min per run) | small (a real experiment) | a run configuration file (e.g.
     /// experiments/configs/papers/hope-hyp-scaled.toml).
     #[arg(long, default_value = "quick")]
     pub preset: String,

@@ -85,25 +85,36 @@ fn quiet_display_probe() {
     }
 }
 
-/// glibc returns a freed block of more than its (adaptive) mmap threshold to the kernel, and
-/// trims the heap top past 128 KiB: a training step frees and reallocates tensors of 4–13 MiB
-/// hundreds of times, and each came back as fresh zeroed pages (page faults were ~14% of a flex
-/// step's profile). Keep freed memory for reuse instead — blocks up to 32 MiB from the heap, no
-/// trimming, 64 MiB of slack — which raised flex's training throughput ~15% (docs/performance.md).
-/// The process keeps its peak heap until it exits; `MALLOC_*` variables still override.
+/// glibc gives large freed blocks back to the kernel (those above its adaptive mmap threshold,
+/// and the heap top past its trim threshold): a training step frees and reallocates tensors of
+/// 4–13 MiB hundreds of times, and many came back as fresh zeroed pages (page faults were ~14% of
+/// `zoo bench train`'s profile on flex). Keep freed memory for reuse instead — requests below
+/// 32 MiB from the heap, no trimming, 64 MiB of slack — which raised flex's training throughput
+/// ~14% (docs/performance.md); results are unchanged (buffers are zero-filled either way). The
+/// process keeps its peak heap until it exits. Left alone when `PEZOO_KEEP_FREED_MEMORY=0`, and
+/// per parameter when the user set it (`MALLOC_*_` or a `glibc.malloc.` tunable).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn keep_freed_memory() {
-    let set = |name: &str| std::env::var_os(name).is_none();
-    // SAFETY: mallopt only changes allocator parameters; called first thing in `main`.
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if var("PEZOO_KEEP_FREED_MEMORY") == "0" {
+        return;
+    }
+    let tunables = var("GLIBC_TUNABLES");
+    let user_left = |env: &str, tunable: &str| {
+        std::env::var_os(env).is_none() && !tunables.contains(&format!("glibc.malloc.{tunable}"))
+    };
+    // SAFETY: mallopt changes parameters that malloc reads without a lock, so it must run before
+    // any other thread exists: it is called first thing in `main`. A rejected value (returns 0,
+    // e.g. the threshold under the hugetlb tunable) leaves glibc's default in place.
     unsafe {
-        if set("MALLOC_MMAP_THRESHOLD_") {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        if user_left("MALLOC_MMAP_THRESHOLD_", "mmap_threshold") {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's 64-bit maximum
         }
-        if set("MALLOC_TRIM_THRESHOLD_") {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        if user_left("MALLOC_TRIM_THRESHOLD_", "trim_threshold") {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // never trim
         }
-        if set("MALLOC_TOP_PAD_") {
+        if user_left("MALLOC_TOP_PAD_", "top_pad") {
             libc::mallopt(libc::M_TOP_PAD, 64 << 20);
         }
     }

@@ -10,7 +10,8 @@
 //!
 //! The math and its sources: `../shared/design/encodings.md` (summarised in each module).
 
-// deny, not forbid: one bounds-checked call into `gemm` (`attention::cpu::matmul`) is allowed.
+// deny, not forbid: the bounds-checked calls into `gemm` (`attention::cpu::matmul`,
+// `layers::flex::product`) and the layer ops' uninitialised outputs (`layers::flex::outputs`).
 #![deny(unsafe_code)]
 
 pub mod attention;
@@ -21,6 +22,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod hooks;
 pub mod inspect;
+pub mod layers;
 pub mod registry;
 pub mod rotary;
 

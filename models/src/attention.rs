@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use pezoo_encodings::{PositionalEncoding, attention};
 
+use crate::layers::{linear, linear_cols};
 use crate::plan::PositionPlan;
 
 /// What one layer exposes for analysis.
@@ -51,11 +52,15 @@ impl Attention {
         let [b, s_new, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let device = x.device();
-        let qkv = self.qkv.forward(x).reshape([b, s_new, 3, h, dh]).permute([2, 0, 3, 1, 4]); // [3, b, h, s, dh]
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, s_new, dh]);
-        // Scale q (b·s·dh values) rather than the scores (b·s² values).
-        let (q_raw, k, v) = (part(0), part(1), part(2));
-        let q = q_raw.clone().mul_scalar(1.0 / (dh as f64).sqrt());
+        let f = plan.fused_layers;
+        // q, k, v each from its columns of the qkv weight (no [b, s, 3d] output to split, whose
+        // backward would scatter three gradients into zeros), `[batch, heads, seq, head_dim]`.
+        let heads = |t: Tensor<3>| t.reshape([b, s_new, h, dh]).swap_dims(1, 2);
+        let proj = |i: usize, scale: f64| heads(linear_cols(&self.qkv, x.clone(), i * d, d, scale, f));
+        // q scaled through its weight (d² values) rather than its values or the scores (b·s²).
+        let q = proj(0, 1.0 / (dh as f64).sqrt());
+        let q_raw = capture.then(|| proj(0, 1.0));
+        let (k, v) = (proj(1, 1.0), proj(2, 1.0));
         let (k, v) = match cache {
             Some(c) => {
                 let (k, v) = match c.take() {
@@ -73,7 +78,7 @@ impl Attention {
         if plan.fused && !capture {
             let y = attention::encoded(q, k, v, enc, start, plan.table.clone())
                 .expect("the plan picked the fused path for this device and encoding"); // [b, h, s, dh]
-            return (self.out.forward(y.swap_dims(1, 2).reshape([b, s_new, d])), None);
+            return (linear(&self.out, y.swap_dims(1, 2).reshape([b, s_new, d]), f), None);
         }
         let rotary = enc.rotary();
 
@@ -107,7 +112,8 @@ impl Attention {
             }
         }
         let y = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(outs, 2) };
-        let y = self.out.forward(y.swap_dims(1, 2).reshape([b, s_new, d]));
-        (y, capture.then(|| LayerCapture { probs: Tensor::cat(probs, 2), q: q_raw, k }))
+        let y = linear(&self.out, y.swap_dims(1, 2).reshape([b, s_new, d]), f);
+        let capture = q_raw.map(|q| LayerCapture { probs: Tensor::cat(probs, 2), q, k });
+        (y, capture)
     }
 }

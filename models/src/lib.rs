@@ -7,6 +7,7 @@ pub mod attention;
 pub mod config;
 pub mod corpus;
 pub mod data;
+pub mod layers;
 pub mod lm;
 pub mod loader;
 pub mod plan;

@@ -5,11 +5,11 @@ use burn::nn::Initializer;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, EmbeddingConfig, Gelu, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
-use pezoo_encodings::{Encoding, check_positions};
+use pezoo_encodings::{Encoding, check_positions, layers};
 
 use crate::attention::{Attention, LayerCapture};
 use crate::config::{MlpKind, ModelConfig, ModelError};
+use crate::layers::{linear, rms_norm};
 use crate::plan::PositionPlan;
 
 #[derive(Module, Debug)]
@@ -32,13 +32,13 @@ impl Mlp {
         }
     }
 
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let up = self.up.forward(x.clone());
+    fn forward(&self, x: Tensor<3>, fused: bool) -> Tensor<3> {
+        let up = linear(&self.up, x.clone(), fused);
         let hidden = match &self.gate {
-            Some(g) => silu(g.forward(x)) * up,
+            Some(g) => layers::swiglu(linear(g, x, fused), up, fused),
             None => self.gelu.forward(up),
         };
-        self.down.forward(hidden)
+        linear(&self.down, hidden, fused)
     }
 }
 
@@ -69,8 +69,9 @@ pub struct Lm {
     /// Global gradient-norm clip applied by the training step; 0 = none.
     #[module(skip)]
     pub(crate) grad_clip: f64,
-    /// Attention through the fused kernel where the device and encoding allow (default); off =
-    /// the reference tensor ops everywhere (comparisons, debugging).
+    /// Attention and the layer ops (products, SwiGLU, RMSNorm) through the fused kernels where
+    /// the device and encoding allow (default); off = the reference tensor ops everywhere
+    /// (comparisons, debugging).
     #[module(skip)]
     fused_attention: bool,
 }
@@ -244,16 +245,18 @@ impl Lm {
         let enc = self.encoding().as_dyn();
         let mut x = self.input_embedding(tokens, start);
         let fuse = self.fused_attention && !capture;
-        let plan = PositionPlan::new(start, s, max_block, enc, self.encodings.len() == 1, fuse, &device);
+        let plan = PositionPlan::new(start, s, max_block, enc, self.encodings.len() == 1, fuse, &device)
+            .with_fused_layers(self.fused_attention);
+        let f = plan.fused_layers;
         let mut captured = Captured::default();
         for (i, blk) in self.blocks.iter().enumerate() {
             let enc = self.layer_encoding(i).as_dyn();
-            let (a, p) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, capture, None);
+            let (a, p) = blk.attn.forward(rms_norm(&blk.norm1, x.clone(), f), enc, &plan, capture, None);
             x = x + a;
-            x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
+            x = x.clone() + blk.mlp.forward(rms_norm(&blk.norm2, x, f), f);
             captured.layers.extend(p);
         }
-        (self.logits(self.norm.forward(x), b, s), captured)
+        (self.logits(rms_norm(&self.norm, x, f), b, s), captured)
     }
 
     /// Generation with a KV cache: `tokens: [batch, new]` continue the `cache.len()` tokens
@@ -278,24 +281,26 @@ impl Lm {
             enc,
             self.encodings.len() == 1,
             &device,
-        );
+        )
+        .with_fused_layers(self.fused_attention);
+        let f = plan.fused_layers;
         cache.layers.resize(self.blocks.len(), None);
         for (i, (blk, kv)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
             let enc = self.layer_encoding(i).as_dyn();
-            let (a, _) = blk.attn.forward(blk.norm1.forward(x.clone()), enc, &plan, false, Some(kv));
+            let (a, _) = blk.attn.forward(rms_norm(&blk.norm1, x.clone(), f), enc, &plan, false, Some(kv));
             x = x + a;
-            x = x.clone() + blk.mlp.forward(blk.norm2.forward(x));
+            x = x.clone() + blk.mlp.forward(rms_norm(&blk.norm2, x, f), f);
         }
         cache.len += s;
-        Ok(self.logits(self.norm.forward(x), b, s))
+        Ok(self.logits(rms_norm(&self.norm, x, f), b, s))
     }
 
     fn logits(&self, x: Tensor<3>, b: usize, s: usize) -> Tensor<3> {
-        let d = self.config.d_model;
+        let (d, f) = (self.config.d_model, self.fused_attention);
         match &self.head {
-            Some(h) => h.forward(x),
-            // Tied head as one 2-D matmul: [b·s, d] × [d, vocab].
-            None => x.reshape([b * s, d]).matmul(self.embed.weight.val().transpose()).reshape([
+            Some(h) => linear(h, x, f),
+            // Tied head as one 2-D matmul: [b·s, d] × [d, vocab] (the embedding read transposed).
+            None => layers::matmul(x.reshape([b * s, d]), self.embed.weight.val().transpose(), f).reshape([
                 b,
                 s,
                 self.config.vocab_size,

@@ -35,6 +35,9 @@ pub struct PositionPlan {
     pub fused: bool,
     /// Fused path, shared encoding: its `[heads, seq]` distance-bias table, built once.
     pub table: Option<Tensor<2>>,
+    /// The layers' products, SwiGLU and RMSNorm through `pezoo_encodings::layers`' fused
+    /// kernels where the device has them (flex); off = reference tensor ops.
+    pub fused_layers: bool,
 }
 
 /// `true` where key j lies after query q0 + i: `[1, 1, nq, nk]`, built from two aranges.
@@ -68,9 +71,16 @@ impl PositionPlan {
                 biases: None,
                 fused: true,
                 table: if shared { attention::distance_bias(enc, seq, device) } else { None },
+                fused_layers: fuse,
             };
         }
         Self::reference(start, 0, seq, max_block, enc, shared, device)
+    }
+
+    /// The same plan with the layer ops fused (or not): see [`PositionPlan::fused_layers`].
+    pub fn with_fused_layers(mut self, fused: bool) -> Self {
+        self.fused_layers = fused;
+        self
     }
 
     /// Plans `new` tokens that continue `past` cached ones from position 0 (generation with a
@@ -111,7 +121,7 @@ impl PositionPlan {
         let biases = shared
             .then(|| blocks.iter().map(|&b| block_bias(enc, start, b, device)).collect())
             .and_then(|v: Vec<Option<Tensor<4>>>| v.into_iter().collect::<Option<Vec<_>>>());
-        Self { start, seq, past, blocks, masks, biases, fused: false, table: None }
+        Self { start, seq, past, blocks, masks, biases, fused: false, table: None, fused_layers: false }
     }
 
     pub fn mask(&self, block: usize) -> Tensor<4, Bool> {

@@ -15,7 +15,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 mod exp;
-use exp::exp;
+pub(crate) use exp::exp;
 
 use super::backend::{AttentionBackend, Flags};
 
@@ -24,12 +24,12 @@ const BLOCK: usize = 64;
 
 /// A read-only matrix view: element (r, c) at `data[r · rs + c · cs]`.
 #[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 impl<'a> View<'a> {
@@ -43,7 +43,7 @@ impl<'a> View<'a> {
     }
 
     /// Every element lies inside `data`.
-    fn fits(&self) -> bool {
+    pub(crate) fn fits(&self) -> bool {
         let last = |n: usize, stride: usize| (n - 1).checked_mul(stride);
         self.rows == 0
             || self.cols == 0

@@ -30,7 +30,7 @@
 #[cfg(any(feature = "cube", feature = "flex"))]
 mod backend;
 #[cfg(feature = "flex")]
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cube")]
 mod kernel;
 #[cfg(feature = "cube")]
@@ -45,7 +45,7 @@ use crate::rotary::RotaryEncoding;
 /// Whether the fused kernel handles `enc` on `device` (see the module doc): every class on a
 /// CubeCL device, the plain forms on flex.
 pub fn supports(enc: &dyn PositionalEncoding, device: &Device) -> bool {
-    let plain_only = is_flex(device);
+    let plain_only = on_flex(device);
     match enc.class() {
         EncodingClass::Embedding => true,
         EncodingClass::Rotary => enc.rotary().is_some_and(|r| !plain_only || r.query_block_seen().is_none()),
@@ -55,11 +55,11 @@ pub fn supports(enc: &dyn PositionalEncoding, device: &Device) -> bool {
 
 /// Whether `device` runs the fused attention kernel (a CubeCL or flex device, compiled in).
 pub fn available(device: &Device) -> bool {
-    crate::rotary::fused_available(device) || is_flex(device)
+    crate::rotary::fused_available(device) || on_flex(device)
 }
 
-/// A flex device with the flex kernel compiled in.
-fn is_flex(device: &Device) -> bool {
+/// A flex device with the flex kernels compiled in.
+pub fn on_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     return matches!(device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
     #[cfg(not(feature = "flex"))]
@@ -103,7 +103,7 @@ pub fn encoded(
         Some(r) if r.query_block_seen().is_some() => Some(growing(q, k, v, r, start + seq)),
         // Flex: the kernel rotates q and k itself (positions re-centred on the first token).
         #[cfg(feature = "flex")]
-        Some(r) if is_flex(&device) => {
+        Some(r) if on_flex(&device) => {
             let head_dim = q.dims()[3];
             assert_eq!(head_dim, r.spec().head_dim, "q's head_dim against the encoding's");
             let table = crate::rotary::reference::rotation_table(r, seq, start + seq, &device);

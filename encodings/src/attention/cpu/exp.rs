@@ -6,7 +6,7 @@
 /// error < 1e-7 plus rounding; tested). Arguments below −87 give exactly 0 (a blend, still
 /// branch-free), so far-masked scores add no subnormals to the products or the bias gradient.
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
     let x_in = x;
     let x = x.clamp(-87.0, 88.0);

@@ -17,6 +17,10 @@ use crate::attention::cpu::{View, exp};
 const CHUNK: usize = 1 << 14;
 /// `m · n · k` from which a product runs on all threads (flex's own threshold).
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+/// An inner dimension this many times the larger output side is split ([`product`]).
+const K_SPLIT: usize = 4;
+/// Parts of a split inner dimension (fixed: results must not depend on the thread count).
+const K_PARTS: usize = 4;
 
 fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, Shape::from(shape.to_vec())))
@@ -49,19 +53,45 @@ fn strided<'a>(t: &'a FlexTensor, [rows, cols]: [usize; 2]) -> View<'a> {
     View { data: &t.storage::<f32>()[l.start_offset()..], rows, cols, rs, cs }
 }
 
-/// `a · b` into a fresh contiguous `[m, n]`, never zero-filled: gemm writes every element.
-#[allow(unsafe_code)]
+/// `a · b` into a fresh contiguous `[m, n]`. A long inner dimension (a weight's gradient `xᵀ ·
+/// dy`, summed over every row of the batch) leaves gemm, which parallelises over output tiles,
+/// few tiles: there the inner dimension is cut into [`K_PARTS`] fixed parts computed side by
+/// side and summed in order (the same bits whatever the thread count).
 fn product(a: View, b: View) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if work < PARALLEL_PRODUCT {
+        return product_with(a, b, gemm::Parallelism::None);
+    }
+    if k < K_SPLIT * m.max(n) {
+        return product_with(a, b, gemm::Parallelism::Rayon(0));
+    }
+    assert!(b.rows == k && a.fits() && b.fits(), "matmul: operands out of bounds");
+    let parts: Vec<Vec<f32>> = (0..K_PARTS)
+        .into_par_iter()
+        .map(|p| {
+            let (k0, k1) = (p * k / K_PARTS, (p + 1) * k / K_PARTS);
+            let a = View { data: &a.data[k0 * a.cs..], cols: k1 - k0, ..a };
+            let b = View { data: &b.data[k0 * b.rs..], rows: k1 - k0, ..b };
+            product_with(a, b, gemm::Parallelism::None)
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().expect("K_PARTS ≥ 1");
+    for p in parts {
+        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+/// [`product`] in one gemm call, never zero-filled: gemm writes every element.
+#[allow(unsafe_code)]
+fn product_with(a: View, b: View, par: gemm::Parallelism) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k && a.fits() && b.fits(), "matmul: operands out of bounds");
     if k == 0 || m == 0 || n == 0 {
         return vec![0.0; m * n];
     }
-    let par = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
     let poison = crate::hooks::poisoned();
     let mut out: Vec<f32> = if poison { vec![f32::NAN; m * n] } else { Vec::with_capacity(m * n) };
     // SAFETY: `fits` keeps every element gemm reads (a: (r, c) < (m, k) at r·rs + c·cs, b: < (k,

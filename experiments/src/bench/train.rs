@@ -36,13 +36,29 @@ pub fn gemm(a: GemmArgs) -> Result<()> {
             ("dA", Box::new(|| dc.clone().matmul(y.clone().swap_dims(1, 2)))),
             ("dB", Box::new(|| x.clone().swap_dims(1, 2).matmul(dc.clone()))),
         ];
-        for (pass, f) in products {
+        // The model's own path for the linear layers (batch 1): `layers::matmul`, fused on flex,
+        // the transposed operands read in place.
+        let layer = |x: &Tensor<3>, y: &Tensor<3>| {
+            let two = |t: &Tensor<3>| t.clone().squeeze_dim::<2>(0);
+            let (x, y) = (two(x), two(y));
+            move || pezoo_encodings::layers::matmul(x.clone(), y.clone(), true)
+        };
+        let fused: [Option<Box<dyn Fn() -> Tensor<2>>>; 3] = match b {
+            1 => [
+                Some(Box::new(layer(&x, &y))),
+                Some(Box::new(layer(&dc, &y.clone().swap_dims(1, 2)))),
+                Some(Box::new(layer(&x.clone().swap_dims(1, 2), &dc))),
+            ],
+            _ => [None, None, None],
+        };
+        for ((pass, f), fused) in products.into_iter().zip(fused) {
             let t = median(&device, 2, a.reps, f)?;
+            let tf = fused.map(|f| median(&device, 2, a.reps, f)).transpose()?;
             let gflops = 2.0 * (b * m * k * n) as f64 / t / 1e9;
             println!(
                 "{}",
                 serde_json::json!({"device": picked, "name": name, "pass": pass, "batch": b, "m": m, "k": k,
-                    "n": n, "ms": t * 1e3, "gflops": gflops})
+                    "n": n, "ms": t * 1e3, "gflops": gflops, "layer_ms": tf.map(|t| t * 1e3)})
             );
         }
     }

@@ -44,20 +44,25 @@ fn products_match_f64_for_strided_operands_and_both_gradients() {
     poison();
     let ad = ad_device();
     // 37·53·29 runs single-threaded; 203·197·211 > 192³ takes gemm's parallel path; 61·4099·37
-    // splits its long inner dimension into parts summed afterwards
-    for (m, k, n) in [(37, 53, 29), (203, 197, 211), (61, 4099, 37)] {
+    // splits its long inner dimension into parts summed afterwards, and 4099·37·61 does so in
+    // dB = aᵀ · G (inner dimension m, the left operand a transposed view)
+    for (m, k, n) in [(37, 53, 29), (203, 197, 211), (61, 4099, 37), (4099, 37, 61)] {
         let mut r = rng(m as u64);
         let (a, bt, g) = (random_vec(&mut r, m * k), random_vec(&mut r, n * k), random_vec(&mut r, m * n));
         let b = transpose(&f64s(&bt), n, k); // [k, n]
-        // a as a column slice of a wider matrix, b as the transpose of [n, k]: neither contiguous
-        let wide: Vec<f32> = a.chunks(k).flat_map(|row| [row, &[7.0f32; 3][..]].concat()).collect();
-        let a_t = t2(&wide, [m, k + 3], &ad).narrow(1, 0, k).require_grad();
+        // a as a column slice (from column 3) of a wider matrix, b as the transpose of [n, k]:
+        // neither contiguous, a starting at a non-zero offset
+        let wide: Vec<f32> = a.chunks(k).flat_map(|row| [&[7.0f32; 3][..], row].concat()).collect();
+        let a_t = t2(&wide, [m, k + 3], &ad).narrow(1, 3, k).require_grad();
         let b_t = t2(&bt, [n, k], &ad).require_grad();
         let y = layers::matmul(a_t.clone(), b_t.clone().transpose(), true);
         let want = product(&f64s(&a), &b, m, k, n);
         // f32 sums of `inner` terms of size ~1: error ~ √inner · ε · |partial sums|
         let tol = |inner: usize| 1e-6 * (inner as f64).sqrt().max(10.0);
         assert_close(&host(y.clone()), &want, tol(k), &format!("a·b {m}×{k}×{n}"));
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let y1 = one.install(|| layers::matmul(a_t.clone(), b_t.clone().transpose(), true));
+        assert!(host(y.clone()) == host(y1), "{m}×{k}×{n}: the same bits on one thread");
         // loss = Σ y ⊙ G: dA = G bᵀ, dB = aᵀ G (here for bᵀ: G ᵀ a)
         let grads = (y * t2(&g, [m, n], &ad)).sum().backward();
         let da = host(a_t.grad(&grads).unwrap()); // [m, k]: the leaf is the strided slice
@@ -143,7 +148,8 @@ fn rms_norm_matches_f64_forward_and_the_reference_gradients() {
     assert_close(&y, &f64s(&y_ref), 2e-6, "rms_norm vs reference");
     assert_close(&dx, &f64s(&dx_ref), 1e-5, "dx");
     assert_close(&dg, &f64s(&dg_ref), 1e-4, "d gamma");
-    // and the same bits on a second run (the d gamma partials are summed in chunk order)
-    let (y2, dx2, dg2) = run(true);
-    assert!(y == y2 && dx == dx2 && dg == dg2, "fused RMSNorm is deterministic");
+    // and the same bits on one thread (the d gamma partials are summed in chunk order)
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let (y2, dx2, dg2) = one.install(|| run(true));
+    assert!(y == y2 && dx == dx2 && dg == dg2, "fused RMSNorm gives the same bits on one thread");
 }

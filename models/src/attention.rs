@@ -53,8 +53,8 @@ impl Attention {
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let device = x.device();
         let f = plan.fused_layers;
-        // q, k, v each from its columns of the qkv weight (no [b, s, 3d] output to split, whose
-        // backward would scatter three gradients into zeros), `[batch, heads, seq, head_dim]`.
+        // q, k, v each from its columns of the qkv weight, `[batch, heads, seq, head_dim]`: the
+        // split's backward fills three `[d, 3d]` weight gradients, not three `[3, b, h, s, dh]`.
         let heads = |t: Tensor<3>| t.reshape([b, s_new, h, dh]).swap_dims(1, 2);
         let proj = |i: usize, scale: f64| heads(linear_cols(&self.qkv, x.clone(), i * d, d, scale, f));
         // q scaled through its weight (d² values) rather than its values or the scores (b·s²).

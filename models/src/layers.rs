@@ -27,7 +27,10 @@ pub fn linear_cols<const D: usize>(
     let scaled = |t: Tensor<2>| if scale == 1.0 { t } else { t.mul_scalar(scale) };
     let y = layers::linear(x, scaled(cols(l.weight.val())), fused);
     match &l.bias {
-        Some(b) => y + scaled(cols(b.val().unsqueeze())).squeeze_dim::<1>(0).unsqueeze(),
+        Some(b) => {
+            let b = if c0 == 0 && n == d_out { b.val() } else { b.val().narrow(0, c0, n) };
+            y + (if scale == 1.0 { b } else { b.mul_scalar(scale) }).unsqueeze()
+        }
         None => y,
     }
 }

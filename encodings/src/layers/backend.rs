@@ -42,17 +42,18 @@ pub trait LayerBackend: Backend {
 struct MatmulBackward;
 
 impl<B: LayerBackend> Backward<B, 2> for MatmulBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>);
+    /// a (kept when b needs a gradient), b (kept when a does).
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
 
     /// dA = dC · Bᵀ, dB = Aᵀ · dC, the transposes read in place.
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _ckpt: &mut Checkpointer) {
         let [node_a, node_b] = ops.parents;
         let dc = grads.consume::<B>(&ops.node);
         let (a, b) = ops.state;
-        if let Some(node) = node_b {
+        if let (Some(node), Some(a)) = (node_b, a) {
             grads.register::<B>(node.id, B::layer_matmul(B::float_transpose(a), dc.clone()));
         }
-        if let Some(node) = node_a {
+        if let (Some(node), Some(b)) = (node_a, b) {
             grads.register::<B>(node.id, B::layer_matmul(dc, B::float_transpose(b)));
         }
     }
@@ -98,12 +99,13 @@ impl<B: LayerBackend> Backward<B, 2> for RmsNormBackward {
 
 impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
     fn layer_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
         let prep = MatmulBackward.prepare::<C>([a.node(), b.node()]);
         let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
         match prep.compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let out = B::layer_matmul(pa.clone(), pb.clone());
-                prep.finish((pa, pb), out)
+                prep.finish((b_tracked.then_some(pa), a_tracked.then_some(pb)), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::layer_matmul(pa, pb)),
         }

@@ -1,7 +1,7 @@
 //! The layer ops on flex: products through `gemm` into uninitialised buffers, SwiGLU and RMSNorm
 //! as parallel passes over fixed-size chunks. Chunks never depend on the thread count, and the
 //! one reduction (RMSNorm's d gamma) sums the chunks' partials in chunk order, so results are
-//! the same bits on every run and every machine size.
+//! the same bits on every run and at every thread count (other CPUs may pick other gemm kernels).
 
 use std::mem::MaybeUninit;
 
@@ -56,7 +56,8 @@ fn strided<'a>(t: &'a FlexTensor, [rows, cols]: [usize; 2]) -> View<'a> {
 /// `a · b` into a fresh contiguous `[m, n]`. A long inner dimension (a weight's gradient `xᵀ ·
 /// dy`, summed over every row of the batch) leaves gemm, which parallelises over output tiles,
 /// few tiles: there the inner dimension is cut into [`K_PARTS`] fixed parts computed side by
-/// side and summed in order (the same bits whatever the thread count).
+/// side (each still parallel inside) and summed in order (the same bits whatever the thread
+/// count).
 fn product(a: View, b: View) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let work = m.saturating_mul(n).saturating_mul(k);
@@ -73,7 +74,7 @@ fn product(a: View, b: View) -> Vec<f32> {
             let (k0, k1) = (p * k / K_PARTS, (p + 1) * k / K_PARTS);
             let a = View { data: &a.data[k0 * a.cs..], cols: k1 - k0, ..a };
             let b = View { data: &b.data[k0 * b.rs..], rows: k1 - k0, ..b };
-            product_with(a, b, gemm::Parallelism::None)
+            product_with(a, b, gemm::Parallelism::Rayon(0))
         })
         .collect();
     let mut parts = parts.into_iter();

@@ -86,7 +86,8 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, eps: f64, fused:
     rms_norm_reference(x, gamma, eps)
 }
 
-/// Burn's `RmsNorm::forward`, as tensor ops.
+/// Burn's `RmsNorm::forward` for f32 inputs, as tensor ops (Burn also casts other dtypes to f32
+/// for the mean; this reference takes the mean in the input's dtype).
 pub fn rms_norm_reference<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, eps: f64) -> Tensor<D> {
     let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
     (x / rms) * gamma.unsqueeze()

@@ -73,13 +73,32 @@ fn matmul(dst: &mut [f32], ld: usize, accumulate: bool, a: View, b: View) {
     }
     // SAFETY: the asserts above keep every element gemm reads (a: (r, c) < (m, k), b: < (k, n))
     // or writes (dst: r · ld + c with r < m, c < n) inside its slice, and `dst` is borrowed
-    // mutably, so it aliases neither operand.
+    // mutably, so it aliases neither operand; when accumulating, it is initialised.
+    unsafe { gemm_into(dst.as_mut_ptr(), ld, accumulate, a, b, gemm::Parallelism::None) }
+}
+
+/// gemm's call for `dst[r · ld + c] = (dst if accumulate, else nothing read) + (a · b)[r, c]`.
+///
+/// # Safety
+/// `a` and `b` must [`View::fits`] with `b.rows == a.cols > 0`; `dst` must be valid for writes
+/// at `r · ld + c` (r < a.rows, c < b.cols ≤ ld), initialised there when `accumulate`, and alias
+/// neither operand. Without `accumulate` gemm writes every one of those elements unread.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn gemm_into(
+    dst: *mut f32,
+    ld: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract above.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
             1,
             ld as isize,
             accumulate,
@@ -89,12 +108,12 @@ fn matmul(dst: &mut [f32], ld: usize, accumulate: bool, a: View, b: View) {
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
-            1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         )
     }
 }

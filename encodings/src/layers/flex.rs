@@ -11,7 +11,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::backend::LayerBackend;
-use crate::attention::cpu::{View, exp};
+use crate::attention::cpu::{View, exp, gemm_into};
 
 /// Elements per parallel chunk of the elementwise passes (64 KiB of f32 per input).
 const CHUNK: usize = 1 << 14;
@@ -101,27 +101,7 @@ fn product_with(a: View, b: View, par: gemm::Parallelism) -> Vec<f32> {
     // gemm writes every element of the m × n destination without reading it (k > 0 here), so
     // after the call all m·n values are initialised and `set_len` exposes only written ones.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+        gemm_into(out.as_mut_ptr(), n, false, a, b, par);
         out.set_len(m * n);
     }
     out
